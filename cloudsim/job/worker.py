@@ -1,0 +1,271 @@
+"""What runs inside a worker interpreter: the job loop.
+
+A worker is forked from the clean server process (``zygote.py``), never from
+the client. It keeps running jobs until the client tells it to stop, it is
+killed, or a job leaves it unusable (``_kill_process``, leaked threads and the
+like), which is what makes the interpreter *persistent* as on the cloud::
+
+    recv ("run", specs) ─► for each job: unpickle ─► run under the sandbox ─►
+        pickle result ─► hygiene checks ─► outcome ─► ("results", [...]) ─► client
+
+A job's ``stdout``/``stderr`` are the worker's file descriptors 1 and 2, which
+point at two files in the worker's own directory, so output written by C code
+and child processes is captured too; each job reads back what it added.
+
+This module imports nothing from the client side of cloudsim.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import pickle
+import resource
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+import cloudpickle
+
+from cloudsim.job import context as _context
+from cloudsim.server import protocol
+
+OUTPUT_LIMIT = 64000  # bytes of stdout/stderr kept per job, as the original simulator
+
+# A hygiene check runs after every job: check(job) -> None. It may add pitfall
+# records to job.pitfalls, lines to job.stderr_notes, and set job.retire to
+# have the interpreter replaced. Later quirk families register theirs here.
+HYGIENE_CHECKS: List[Callable[["JobRun"], None]] = []
+
+
+class JobRun:
+    """The state of one job while the worker runs it."""
+
+    __slots__ = ("jid", "opts", "pitfalls", "stderr_notes", "retire", "func_name")
+
+    def __init__(self, jid: int, opts: Optional[dict]) -> None:
+        self.jid = jid
+        self.opts = opts or {}
+        self.pitfalls: List[dict] = []
+        self.stderr_notes: List[str] = []
+        self.retire = bool(self.opts.get("kill_process"))
+        self.func_name = "?"
+
+
+def _set_parent_death_signal() -> None:
+    """Ask Linux to SIGKILL this worker when the server process dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except Exception:  # pragma: no cover - best effort
+        pass
+
+
+class _Output:
+    """Per-job view of the worker's fd 1 and 2 files."""
+
+    def __init__(self, worker_dir: str) -> None:
+        self.fds = []
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            path = os.path.join(worker_dir, name)
+            out = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+            os.dup2(out, fd)
+            os.close(out)
+            self.fds.append(fd)
+        sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
+        sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr
+
+    def start(self) -> None:
+        for fd in self.fds:
+            if os.fstat(fd).st_size:
+                os.ftruncate(fd, 0)
+
+    def collect(self) -> Tuple[str, str]:
+        texts = []
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        for fd in self.fds:
+            size = os.fstat(fd).st_size
+            if not size:
+                texts.append("")
+                continue
+            start = max(0, size - OUTPUT_LIMIT)
+            data = os.pread(fd, size - start, start)
+            texts.append(data.decode("utf-8", "backslashreplace"))
+        return texts[0], texts[1]
+
+
+class Worker:
+    """One worker interpreter's loop."""
+
+    def __init__(self, sock: socket.socket, worker_id: int, worker_dir: str, settings: dict) -> None:
+        self.channel = protocol.Channel(sock)
+        self.worker_id = worker_id
+        self.worker_dir = worker_dir
+        self.settings = settings
+        self.max_size = int(settings.get("max_transmit_size", 1_000_000))
+        # jobs received but not started yet, in order
+        self.pending: Deque[tuple] = collections.deque()
+        self.stop = False
+        self.output: Optional[_Output] = None
+
+    # ---- messages -------------------------------------------------------
+    def handle(self, message: tuple) -> None:
+        tag = message[0]
+        if tag == protocol.RUN:
+            self.pending.extend(message[1])
+        elif tag == protocol.CANCEL:
+            dropped = set(message[1])
+            self.pending = collections.deque(s for s in self.pending if s[0] not in dropped)
+        elif tag == protocol.EXIT:
+            self.stop = True
+
+    # ---- the loop -------------------------------------------------------
+    def serve(self) -> int:
+        os.makedirs(self.worker_dir, exist_ok=True)
+        os.chdir(self.worker_dir)
+        self.output = _Output(self.worker_dir)
+        timeout = self.settings.get("network_timeout")
+        socket.setdefaulttimeout(timeout)
+        ctx = _context.JobContext(self.channel, self.handle)
+        ctx.settings = self.settings
+        _context.install(ctx)
+        self.channel.send((protocol.READY, os.getpid()))
+        try:
+            while not self.stop:
+                if not self.pending:
+                    self.handle(self.channel.recv())
+                    continue
+                while self.channel.poll(0):
+                    self.handle(self.channel.recv())
+                if not self.pending or self.stop:
+                    continue
+                outcome, retire = self.run(self.pending.popleft(), ctx)
+                # Each outcome leaves before the next job starts, so when a worker
+                # dies the client knows exactly which job it was running.
+                self.channel.send((protocol.RESULTS, [outcome]))
+                if retire:
+                    return 0
+        except protocol.ChannelClosed:
+            return 0
+        return 0
+
+    def run(self, spec: tuple, ctx: "_context.JobContext") -> Tuple[tuple, bool]:
+        jid, func_bytes, args_bytes, kwargs_bytes, opts = spec
+        job = JobRun(jid, opts)
+        output = self.output
+        assert output is not None
+        output.start()
+        ctx.jid = jid
+        if job.opts.get("env"):
+            os.environ.update(job.opts["env"])
+        os.chdir(self.worker_dir)
+        usage0 = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        ok, payload, exc_type, tb_text = self._execute(job, func_bytes, args_bytes, kwargs_bytes)
+        runtime = time.perf_counter() - t0
+        usage1 = resource.getrusage(resource.RUSAGE_SELF)
+        ctx.jid = None
+        for check in HYGIENE_CHECKS:
+            try:
+                check(job)
+            except Exception:  # a broken check must not lose the job's result
+                job.stderr_notes.append("cloudsim: a hygiene check failed:\n" + traceback.format_exc())
+        if job.stderr_notes:
+            try:
+                sys.stderr.write("\n".join(job.stderr_notes) + "\n")
+            except Exception:
+                pass
+        stdout, stderr = output.collect()
+        outcome = (
+            jid,
+            ok,
+            payload,
+            exc_type,
+            tb_text,
+            stdout,
+            stderr,
+            runtime,
+            usage1.ru_utime - usage0.ru_utime,
+            usage1.ru_stime - usage0.ru_stime,
+            usage1.ru_maxrss * 1024 if sys.platform != "darwin" else usage1.ru_maxrss,
+            job.pitfalls,
+            job.retire,
+        )
+        return outcome, job.retire
+
+    def _execute(self, job: JobRun, func_bytes: bytes, args_bytes: bytes, kwargs_bytes: Optional[bytes]):
+        """Run one job; returns (ok, result_bytes, exc_type, traceback_text)."""
+        try:
+            func = pickle.loads(func_bytes)
+            args = pickle.loads(args_bytes)
+            kwargs = pickle.loads(kwargs_bytes) if kwargs_bytes is not None else {}
+        except BaseException as exc:
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            return False, None, type(exc).__name__, (
+                f"Could not depickle job: {type(exc).__name__}: {exc}\n"
+                "The job's function or arguments could not be rebuilt on the server (pitfall: could-not-depickle).\n"
+                + text
+            )
+        job.func_name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+        try:
+            result = func(*args, **kwargs)
+        except SystemExit as exc:
+            return False, None, "SystemExit", _exit_message(exc, job.func_name)
+        except BaseException as exc:  # the job's own failure, reported as the cloud would
+            tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+            text = "".join(traceback.format_exception(type(exc), exc, tb))
+            return False, None, type(exc).__name__, text
+        finally:
+            del func, args, kwargs
+        try:
+            data = cloudpickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException as exc:
+            return False, None, "PicklingError", (
+                f"The return value of {job.func_name}() could not be pickled to travel back to the client: "
+                f"{type(exc).__name__}: {exc}\n"
+                f"Return value type: {type(result).__module__}.{type(result).__qualname__} (pitfall: unpicklable).\n"
+                "Fix: return plain data (numbers, strings, lists, dicts, picklable objects) instead."
+            )
+        if len(data) > self.max_size:
+            return False, None, "TransmitSizeError", (
+                f"The return value of {job.func_name}() is {len(data):,} bytes once pickled; "
+                f"the limit max_transmit_size is {self.max_size:,} bytes (pitfall: transmit-size).\n"
+                "Fix: return less data (store large results with cloud.files or a database), "
+                "or raise max_transmit_size (at most 16,000,000)."
+            )
+        return True, data, None, None
+
+
+def _exit_message(exc: SystemExit, func_name: str) -> str:
+    code = exc.code
+    return (
+        f"Job called sys.exit({code!r}) in {func_name}(): a job must return its result, never exit.\n"
+        "Why: on the cloud a job that exits ends in error (pitfall: sys-exit).\n"
+        "Fix: use `return value` to finish, and raise an exception to report a failure."
+    )
+
+
+def main(sock: socket.socket, worker_id: int, worker_dir: str, settings: dict) -> int:
+    """Entry point in the freshly forked worker; returns the exit status."""
+    _set_parent_death_signal()
+    try:
+        os.setpgid(0, 0)  # the job's own children share this group, so they can be killed with it
+    except OSError:
+        pass
+    if os.getppid() == 1:  # the server died between fork and prctl
+        return 0
+    return Worker(sock, worker_id, worker_dir, settings).serve()
