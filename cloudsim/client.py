@@ -171,6 +171,15 @@ def _func_name(func: Callable) -> str:
 
 
 def _check_arity(func: Callable, args: tuple, kwargs: dict) -> None:
+    """Raise Python's own TypeError now when the job could not even be called (as PiCloud did)."""
+    code = getattr(func, "__code__", None)
+    if code is not None and not kwargs and inspect.isfunction(func):
+        # fast path for plain positional calls: no Signature object needed
+        if not code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS) and not code.co_kwonlyargcount:
+            total = code.co_argcount
+            required = total - len(func.__defaults__ or ())
+            if required <= len(args) <= total:
+                return
     if isinstance(func, type) or not (inspect.isfunction(func) or inspect.ismethod(func)):
         return
     try:

@@ -188,6 +188,12 @@ def _suggest(word: str, candidates: Iterable[str]) -> str:
     return f" (did you mean {matches[0]!r}?)" if matches else ""
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    """repr() of a user's value, cut short so one huge value cannot flood a message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _type_name(value: Any) -> str:
     return "a bool" if isinstance(value, bool) else type(value).__name__
 
@@ -301,7 +307,7 @@ _HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
 
 def _normalize_port(entry: str, text: str) -> int:
     if not _PORT_TEXT.match(text) or not 1 <= int(text) <= 65535:
-        raise _Invalid(f"{entry!r} has port {text!r}; a port must be from 1 to 65535")
+        raise _Invalid(f"{_short(entry)} has port {_short(text)}; a port must be from 1 to 65535")
     return int(text)
 
 
@@ -311,7 +317,7 @@ def _normalize_ipv6(entry: str, text: str) -> str:
     try:
         return str(ipaddress.IPv6Address(text))
     except ValueError:
-        raise _Invalid(f"{entry!r} is not a valid IPv6 address") from None
+        raise _Invalid(f"{_short(entry)} is not a valid IPv6 address") from None
 
 
 def _normalize_hostname(entry: str, text: str) -> str:
@@ -325,9 +331,9 @@ def _normalize_hostname(entry: str, text: str) -> str:
         try:
             return str(ipaddress.IPv4Address(name))
         except ValueError:
-            raise _Invalid(f"{entry!r} is not a valid IPv4 address") from None
+            raise _Invalid(f"{_short(entry)} is not a valid IPv4 address") from None
     if not name or len(name) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
-        raise _Invalid(f"{entry!r} is not a valid host name")
+        raise _Invalid(f"{_short(entry)} is not a valid host name")
     return name
 
 
@@ -337,17 +343,17 @@ def _normalize_host(entry: str) -> str:
     if not text:
         raise _Invalid("an entry is empty")
     if "://" in text or "/" in text:
-        raise _Invalid(f"{entry!r} is a URL; give only host or host:port")
+        raise _Invalid(f"{_short(entry)} is a URL; give only host or host:port")
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise _Invalid(f"{entry!r} has '[' without ']'")
+            raise _Invalid(f"{_short(entry)} has '[' without ']'")
         address = _normalize_ipv6(entry, text[1:end])
         rest = text[end + 1 :]
         if not rest:
             return address
         if not rest.startswith(":"):
-            raise _Invalid(f"{entry!r} must be '[address]:port'")
+            raise _Invalid(f"{_short(entry)} must be '[address]:port'")
         return f"[{address}]:{_normalize_port(entry, rest[1:])}"
     if text.count(":") > 1:  # bare IPv6: no port can follow without brackets
         return _normalize_ipv6(entry, text)
@@ -370,7 +376,7 @@ def _hosts_rule() -> _Rule:
         hosts: Dict[str, None] = {}  # ordered set: the first mention wins
         for entry in entries:
             if not isinstance(entry, str):
-                raise _Invalid(f"entry {entry!r} is {_type_name(entry)}, not a string")
+                raise _Invalid(f"entry {_short(entry)} is {_type_name(entry)}, not a string")
             hosts[_normalize_host(entry)] = None
         return tuple(hosts)
 
@@ -408,18 +414,21 @@ def _server_root_rule() -> _Rule:
 
 
 def _policy_from_text(text: str) -> Dict[str, str]:
-    """Read "default=warn,pass-by-value=error" into a dict (values are checked later)."""
+    """Read "default=warn,pass-by-value=error" into a dict, as cloudsim.pitfalls does.
+
+    A bare action sets the default ("error,sys-exit=warn") and a later entry wins.
+    Actions and ids are checked afterwards, with those of a mapping.
+    """
     policy: Dict[str, str] = {}
     for item in text.split(","):
         if not item.strip():
             continue
         key, sep, action = item.partition("=")
         if not sep:
-            raise _Invalid(f"{item.strip()!r} is not of the form <pitfall-id>=<action>")
-        key = key.strip()
-        if key in policy:
-            raise _Invalid(f"pitfall id {key!r} is given twice")
-        policy[key] = action.strip()
+            if item.strip().lower() not in _ACTIONS:
+                raise _Invalid(f"{_short(item.strip())} is neither an action nor <pitfall-id>=<action>")
+            key, action = "default", item
+        policy[key.strip()] = action.strip()
     return policy
 
 
@@ -434,7 +443,7 @@ def _check_policy_ids(policy: Dict[str, str]) -> Union[str, Mapping[str, str]]:
     if ids is not None:
         for key in policy:
             if key != "default" and key not in ids:
-                raise _Invalid(f"unknown pitfall id {key!r}{_suggest(key, ids)}")
+                raise _Invalid(f"unknown pitfall id {_short(key)}{_suggest(key, set(ids) | {'default'})}")
     validate_policy = getattr(module, "validate_policy", None)
     if validate_policy is not None:
         try:
@@ -452,24 +461,24 @@ def _pitfalls_rule() -> _Rule:
     def check(value: Any, source: _Source) -> Union[str, Mapping[str, str]]:
         if isinstance(value, str):
             text = value.strip()
-            if "=" in text:
+            if "=" in text or "," in text:
                 value = _policy_from_text(text)
             else:
                 action = text.lower()
                 if action in _ACTIONS:
                     return action
-                raise _Invalid(f"{value!r} is not one of them{_suggest(action, _ACTIONS)}")
+                raise _Invalid(f"{_short(value)} is not one of them{_suggest(action, _ACTIONS)}")
         if not isinstance(value, Mapping):
             raise _Invalid(f"got {_type_name(value)}")
         policy: Dict[str, str] = {}
         for key, action in value.items():
             if not isinstance(key, str) or not key.strip():
-                raise _Invalid(f"a pitfall id must be a non-empty string, not {key!r}")
+                raise _Invalid(f"a pitfall id must be a non-empty string, not {_short(key)}")
             pitfall_id = key.strip().lower()
             if pitfall_id in policy:
-                raise _Invalid(f"pitfall id {pitfall_id!r} is given twice")
+                raise _Invalid(f"pitfall id {_short(pitfall_id)} is given twice")
             if not isinstance(action, str) or action.strip().lower() not in _ACTIONS:
-                raise _Invalid(f"the action for {pitfall_id!r} must be 'warn', 'error' or 'ignore', not {action!r}")
+                raise _Invalid(f"the action for {pitfall_id!r} must be 'warn', 'error' or 'ignore', not {_short(action)}")
             policy[pitfall_id] = action.strip().lower()
         checked = _check_policy_ids(policy)
         return checked if isinstance(checked, str) else _ReadOnlyMap(checked)
@@ -682,7 +691,8 @@ def _load_tool_cloudsim(path: str) -> dict:
 
 _TARGET = ("tool", "cloudsim")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_SCALAR = re.compile(r"[^,\]}#\n]+")
+# A bare value ends at whitespace, except inside a date-time written with a space ("1979-05-27 07:32:00").
+_SCALAR = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:[^\s,\]}#]*|[^\s,\]}#]+")
 _DEC_INT = re.compile(r"[+-]?\d[\d_]*\Z")
 _RADIX_INT = re.compile(r"0[xob][0-9A-Fa-f_]+\Z")
 _FLOAT = re.compile(r"[+-]?(?:\d[\d_]*(?:\.\d[\d_]*)?(?:[eE][+-]?\d[\d_]*)?|inf|nan)\Z")
@@ -948,7 +958,7 @@ class _FallbackParser:
 
     def parse_scalar(self, interpret: bool) -> Any:
         match = _SCALAR.match(self.text, self.pos)
-        token = match.group().rstrip() if match else ""
+        token = match.group() if match else ""
         if not token:
             raise self.error("expected a value")
         self.pos += len(token)
@@ -1004,9 +1014,9 @@ def _table_layer(table: Mapping[str, Any], path: Optional[str]) -> _Layer:
 def _env_layer(environ: Mapping[str, str]) -> _Layer:
     layer: _Layer = {}
     for var, text in environ.items():
-        if not var.startswith(ENV_PREFIX) or var.startswith(INTERNAL_ENV_PREFIX):
+        if not var.startswith(ENV_PREFIX):
             continue
-        key = var[len(ENV_PREFIX) :].lower()
+        key = var[len(ENV_PREFIX) :].lower()  # CLOUDSIM__X gives "_x", which is no setting
         name = ALIASES.get(key, key)
         if name in _RULES:
             layer.setdefault(name, []).append((text, _Source("env", key, var)))

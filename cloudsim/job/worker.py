@@ -232,7 +232,10 @@ class Worker:
         finally:
             del func, args, kwargs
         try:
-            data = cloudpickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+            try:  # the standard pickle is much faster, and enough for most results
+                data = pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                data = cloudpickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
         except BaseException as exc:
             return False, None, "PicklingError", (
                 f"The return value of {job.func_name}() could not be pickled to travel back to the client: "

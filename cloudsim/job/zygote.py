@@ -73,15 +73,17 @@ class Server:
             self.shutdown()
 
     def on_control(self) -> bool:
+        """Handle every request that has arrived; False when the client is gone or said stop."""
         try:
-            message = self.control.recv()
+            messages = self.control.recv_available()
         except protocol.ChannelClosed:
             return False
-        tag = message[0]
-        if tag == protocol.SPAWN:
-            self.spawn(message[1], message[2])
-            return True
-        return tag != protocol.STOP
+        for message in messages:
+            if message[0] == protocol.SPAWN:
+                self.spawn(message[1], message[2])
+            elif message[0] == protocol.STOP:
+                return False
+        return True
 
     def spawn(self, worker_id: int, worker_dir: str) -> None:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -93,8 +93,20 @@ class _Pickler(cloudpickle.Pickler):
         return super().reducer_override(obj)
 
 
+_ATOMIC = (int, float, str, bytes, bool, type(None))
+
+
+def _is_plain(obj: Any) -> bool:
+    """True for small tuples/lists of builtin scalars, which the standard pickle handles alone."""
+    if isinstance(obj, (tuple, list)) and len(obj) <= 16:
+        return all(type(x) in _ATOMIC for x in obj)
+    return type(obj) in _ATOMIC
+
+
 def dumps(obj: Any) -> bytes:
     """Pickle ``obj`` for the server; raises CloudPicklingError with the reason."""
+    if _is_plain(obj):
+        return pickle.dumps(obj, PROTOCOL)
     buf = io.BytesIO()
     try:
         _Pickler(buf, protocol=PROTOCOL).dump(obj)
