@@ -36,6 +36,7 @@ from cloudsim.client import (
     start_simulator,
     status,
 )
+from cloudsim.alias import install_cloud_alias
 from cloudsim.config import config
 from cloudsim.errors import (
     CloudDeadlockError,
@@ -55,7 +56,7 @@ __version__ = "0.1.0"
 __all__ = [
     "start_simulator", "close", "is_simulated", "running_on_cloud", "connection_info",
     "call", "map", "result", "iresult", "join", "status", "finished", "info", "kill", "delete",
-    "finished_statuses", "c1", "c2", "m1", "config",
+    "finished_statuses", "c1", "c2", "m1", "config", "install_cloud_alias",
     "CloudException", "CloudTimeoutError", "CloudDeadlockError", "TransmitSizeError",
     "CloudPicklingError", "ConfigError", "PitfallError", "NotStartedError",
 ] + list(_pitfalls_module.__all__)

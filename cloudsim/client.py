@@ -314,23 +314,37 @@ def iresult(jids: Any, timeout: Optional[float] = None, num_in_parallel: int = 1
     backend = _backend()
     backend.status(ids)  # unknown jids fail now, not at the first next()
 
-    def generate() -> Iterator[Any]:
-        for jid in ids:
-            try:
-                outcome = backend.collect([jid], timeout, True, True)
-            except CloudTimeoutError as exc:
-                if type(exc) is CloudTimeoutError:
-                    raise CloudTimeoutError("__iresult iterator timed out", jid=jid) from None
-                raise
-            try:
-                yield _settle(outcome, backend, True, False)[0]
-            except CloudException as exc:
-                if ignore_errors:
-                    yield exc
-                else:
-                    raise
+    return _ResultIterator(backend, ids, timeout, ignore_errors)
 
-    return generate()
+
+class _ResultIterator:
+    """iresult's iterator: in jid order; a failed job raises once and iteration goes on after it."""
+
+    def __init__(self, backend: Any, ids: List[int], timeout: Optional[float], ignore_errors: bool) -> None:
+        self._backend = backend
+        self._ids = ids
+        self._next = 0
+        self._timeout = timeout
+        self._ignore_errors = ignore_errors
+
+    def __iter__(self) -> "_ResultIterator":
+        return self
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __next__(self) -> Any:
+        if self._next >= len(self._ids):
+            raise StopIteration
+        jid = self._ids[self._next]
+        try:
+            outcome = self._backend.collect([jid], self._timeout, True, True)
+        except CloudTimeoutError as exc:
+            if type(exc) is CloudTimeoutError:
+                raise CloudTimeoutError("__iresult iterator timed out", jid=jid) from None
+            raise
+        self._next += 1
+        return _settle(outcome, self._backend, True, self._ignore_errors)[0]
 
 
 def _check_timeout(timeout: Any) -> None:

@@ -140,6 +140,9 @@ class Worker:
         self.output = _Output(self.worker_dir)
         timeout = self.settings.get("network_timeout")
         socket.setdefaulttimeout(timeout)
+        from cloudsim.alias import install_cloud_alias
+
+        install_cloud_alias()  # the server's own cloud package: `import cloud` works in jobs
         ctx = _context.JobContext(self.channel, self.handle)
         ctx.settings = self.settings
         _context.install(ctx)

@@ -124,6 +124,10 @@ class Server:
             if pid == 0:
                 return
             self.children.pop(pid, None)
+            try:  # what the job started dies with its interpreter (a pid in use as a group id is never reused)
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
             code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status
             try:
                 self.control.send((protocol.EXITED, pid, code))

@@ -222,8 +222,10 @@ class Simulator:
                 continue
             self._send_jobs(worker, self._batch())
         if sched.has_ready():
+            # every idle worker is busy now: start one per ready job still without
+            # a worker, without ever having more than `cap` interpreters
             live = sum(1 for w in self.workers.values() if not w.retiring)
-            want = min(sched.ready_count(), self.cap) - live - self.spawning
+            want = min(sched.ready_count() - self.spawning, self.cap - live - self.spawning)
             for _ in range(max(0, want)):
                 self._spawn()
 

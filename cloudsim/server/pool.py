@@ -33,10 +33,18 @@ log = logging.getLogger(__name__)
 # of the client's environment stays behind, as it would on the cloud.
 _KEPT_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TEMP", "TMP", "USER", "LOGNAME", "SYSTEMROOT")
 
+# Runs with -I -S: no site processing, so .pth hooks of the client's environment
+# (editable installs of user projects among them) do not reach the server.
 _BOOTSTRAP = """\
 import sys, json
 cfg = json.loads(sys.argv[1])
 sys.path[:] = cfg["path"]
+if cfg.get("coverage"):
+    try:
+        import coverage
+        coverage.process_startup()
+    except ImportError:
+        pass
 import importlib.machinery
 class _CloudsimFinder:
     @staticmethod
@@ -45,6 +53,10 @@ class _CloudsimFinder:
             return importlib.machinery.PathFinder.find_spec(name, [cfg["home"]])
         return None
 sys.meta_path.insert(0, _CloudsimFinder)
+import site
+site.setquit()  # exit() and quit() exist on the cloud's interpreters, as in any normal one
+site.setcopyright()
+site.sethelper()
 from cloudsim.job import zygote
 zygote.main(cfg["control"], cfg["fds"], cfg["settings"])
 """
@@ -76,9 +88,10 @@ def server_sys_path(module_dir: str) -> List[str]:
     return out
 
 
-def job_environment() -> Dict[str, str]:
+def job_environment(module_dir: str) -> Dict[str, str]:
     """The minimal environment of the server and its jobs."""
     env = {k: os.environ[k] for k in _KEPT_ENV if k in os.environ}
+    env["CLOUDSIM__MODULE_DIR"] = module_dir
     env["MPLBACKEND"] = "Agg"  # package-behavior: no display on the cloud
     env["PYTHONUNBUFFERED"] = "1"
     env["CLOUDSIM__SERVER"] = "1"
@@ -132,18 +145,19 @@ class ServerProcess:
             "control": control_b.fileno(),
             "fds": fd_b.fileno(),
             "settings": self.settings,
+            "coverage": bool(os.environ.get("COVERAGE_PROCESS_START")),
         }
         os.makedirs(self.session_dir, exist_ok=True)
         os.makedirs(self.module_dir, exist_ok=True)
         with open(self.log_path, "ab") as log_file:
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(cfg)],
+                [sys.executable, "-I", "-S", "-c", _BOOTSTRAP, json.dumps(cfg)],
                 pass_fds=(control_b.fileno(), fd_b.fileno()),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=log_file,
                 cwd=self.session_dir,
-                env=job_environment(),
+                env=job_environment(self.module_dir),
                 close_fds=True,
             )
         control_b.close()

@@ -32,7 +32,14 @@ _HELP = "Please see docs/pitfalls.md#unpicklable for more information about pick
 
 
 def _installed_roots() -> Tuple[str, ...]:
+    """Directories whose modules the server has installed: the standard library and site-packages."""
     roots = set()
+    if os.environ.get("CLOUDSIM__SERVER"):
+        # On the server, sys.path was laid out by the client: everything but the
+        # flat module directory is installed code.
+        module_dir = os.environ.get("CLOUDSIM__MODULE_DIR", "")
+        roots.update(os.path.realpath(p) for p in sys.path if p and os.path.realpath(p) != os.path.realpath(module_dir))
+        return tuple(sorted(roots))
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         path = sysconfig.get_paths().get(key)
         if path:
@@ -42,9 +49,8 @@ def _installed_roots() -> Tuple[str, ...]:
     except AttributeError:  # pragma: no cover - virtualenv's old site.py
         pass
     user_site = getattr(site, "USER_SITE", None)
-    if user_site:
+    if user_site and site.ENABLE_USER_SITE:
         roots.add(os.path.realpath(user_site))
-    roots.add(os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # cloudsim
     return tuple(sorted(roots))
 
 
@@ -74,7 +80,7 @@ def travels_by_value(module_name: Optional[str]) -> bool:
         if real.startswith(cloudsim_root + os.sep) and module_name.split(".")[0] in ("cloudsim", "pytest_cloudsim"):
             answer = False
         else:
-            answer = not any(real.startswith(root + os.sep) for root in _ROOTS if root != cloudsim_root)
+            answer = not any(real.startswith(root + os.sep) for root in _ROOTS)
     if answer:
         with _LOCK:
             cloudpickle.register_pickle_by_value(module)
