@@ -36,24 +36,62 @@ from cloudsim.server import protocol
 
 OUTPUT_LIMIT = 64000  # bytes of stdout/stderr kept per job, as the original simulator
 
-# A hygiene check runs after every job: check(job) -> None. It may add pitfall
-# records to job.pitfalls, lines to job.stderr_notes, and set job.retire to
-# have the interpreter replaced. Later quirk families register theirs here.
-HYGIENE_CHECKS: List[Callable[["JobRun"], None]] = []
+# The quirk families plug into the job loop through hooks: modules listed here
+# are imported once in the server (before any fork) and may define
+#   install(settings)   once per worker, before its first job (sandboxes, audit hooks)
+#   before(job)         before each job runs (baselines: threads, children, globals)
+#   after(job)          after it returns, before its outcome is sent: may add
+#                       pitfall records to job.pitfalls, lines to job.stderr_notes,
+#                       and set job.retire to have the interpreter replaced
+HOOK_MODULES = (
+    "cloudsim.job.sandbox",     # network: timeout, no-listen, separate-network
+    "cloudsim.job.datafiles",   # non-code-files, sqlite
+    "cloudsim.job.hygiene",     # leaked-threads, leaked-subprocesses, persistent-interpreter
+    "cloudsim.job.passbyvalue", # pass-by-value
+)
+
+
+def _load_hooks() -> List[Any]:
+    import importlib
+
+    hooks = []
+    for name in HOOK_MODULES:
+        try:
+            hooks.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return hooks
+
+
+HOOKS = _load_hooks()
+_BEFORE = [h.before for h in HOOKS if hasattr(h, "before")]
+_AFTER = [h.after for h in HOOKS if hasattr(h, "after")]
 
 
 class JobRun:
-    """The state of one job while the worker runs it."""
+    """The state of one job while the worker runs it, as the hooks see it."""
 
-    __slots__ = ("jid", "opts", "pitfalls", "stderr_notes", "retire", "func_name")
+    __slots__ = ("jid", "opts", "pitfalls", "stderr_notes", "retire", "func_name", "func", "args", "kwargs",
+                 "args_bytes", "kwargs_bytes", "result", "ok", "settings", "scratch")
 
-    def __init__(self, jid: int, opts: Optional[dict]) -> None:
+    def __init__(self, jid: int, opts: Optional[dict], settings: dict) -> None:
         self.jid = jid
         self.opts = opts or {}
+        self.settings = settings
         self.pitfalls: List[dict] = []
         self.stderr_notes: List[str] = []
         self.retire = bool(self.opts.get("kill_process"))
         self.func_name = "?"
+        self.func: Any = None
+        self.args: Any = ()
+        self.kwargs: Any = {}
+        self.args_bytes: bytes = b""
+        self.kwargs_bytes: Optional[bytes] = None
+        self.result: Any = None
+        self.ok = False
+        # per-hook state between before() and after(), keyed by hook module name
+        self.scratch: Dict[str, Any] = {}
 
 
 def _set_parent_death_signal() -> None:
@@ -138,8 +176,9 @@ class Worker:
         os.makedirs(self.worker_dir, exist_ok=True)
         os.chdir(self.worker_dir)
         self.output = _Output(self.worker_dir)
-        timeout = self.settings.get("network_timeout")
-        socket.setdefaulttimeout(timeout)
+        for hook in HOOKS:
+            if hasattr(hook, "install"):
+                hook.install(self.settings)
         from cloudsim.alias import install_cloud_alias
 
         install_cloud_alias()  # the server's own cloud package: `import cloud` works in jobs
@@ -168,7 +207,8 @@ class Worker:
 
     def run(self, spec: tuple, ctx: "_context.JobContext") -> Tuple[tuple, bool]:
         jid, func_bytes, args_bytes, kwargs_bytes, opts = spec
-        job = JobRun(jid, opts)
+        job = JobRun(jid, opts, self.settings)
+        job.args_bytes, job.kwargs_bytes = args_bytes, kwargs_bytes
         output = self.output
         assert output is not None
         output.start()
@@ -176,17 +216,18 @@ class Worker:
         if job.opts.get("env"):
             os.environ.update(job.opts["env"])
         os.chdir(self.worker_dir)
+        for hook in _BEFORE:
+            self._guard(hook, job)
         usage0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         ok, payload, exc_type, tb_text = self._execute(job, func_bytes, args_bytes, kwargs_bytes)
         runtime = time.perf_counter() - t0
         usage1 = resource.getrusage(resource.RUSAGE_SELF)
         ctx.jid = None
-        for check in HYGIENE_CHECKS:
-            try:
-                check(job)
-            except Exception:  # a broken check must not lose the job's result
-                job.stderr_notes.append("cloudsim: a hygiene check failed:\n" + traceback.format_exc())
+        job.ok = ok
+        for hook in _AFTER:
+            self._guard(hook, job)
+        job.func = job.args = job.kwargs = job.result = None
         if job.stderr_notes:
             try:
                 sys.stderr.write("\n".join(job.stderr_notes) + "\n")
@@ -210,6 +251,13 @@ class Worker:
         )
         return outcome, job.retire
 
+    @staticmethod
+    def _guard(hook: Callable[[JobRun], None], job: JobRun) -> None:
+        try:
+            hook(job)
+        except Exception:  # a broken check must not lose the job's result
+            job.stderr_notes.append(f"cloudsim: the check {hook.__module__}.{hook.__name__} failed:\n" + traceback.format_exc())
+
     def _execute(self, job: JobRun, func_bytes: bytes, args_bytes: bytes, kwargs_bytes: Optional[bytes]):
         """Run one job; returns (ok, result_bytes, exc_type, traceback_text)."""
         try:
@@ -223,6 +271,7 @@ class Worker:
                 "The job's function or arguments could not be rebuilt on the server (pitfall: could-not-depickle).\n"
                 + text
             )
+        job.func, job.args, job.kwargs = func, args, kwargs
         job.func_name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
         try:
             result = func(*args, **kwargs)
@@ -234,6 +283,7 @@ class Worker:
             return False, None, type(exc).__name__, text
         finally:
             del func, args, kwargs
+        job.result = result
         try:
             try:  # the standard pickle is much faster, and enough for most results
                 data = pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
