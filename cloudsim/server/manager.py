@@ -101,6 +101,7 @@ class Simulator:
             "network_timeout": settings.network_timeout,
             "allow_hosts": list(settings.allow_hosts),
             "session": self.session,
+            "project_dirs": _project_dirs(),
             "pitfalls": settings.pitfalls if isinstance(settings.pitfalls, str) else dict(settings.pitfalls),
         }
         self.server = ServerProcess(worker_settings, self.session_dir, self.module_dir)
@@ -730,6 +731,22 @@ class Simulator:
         if self.server.pid:
             pids.insert(0, self.server.pid)
         return pids
+
+
+def _project_dirs() -> List[str]:
+    """The client's project tree (non-code-files): its working directory and its script's directory."""
+    import sys
+
+    dirs = [os.path.realpath(os.getcwd())]
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file:
+        from cloudsim.wire.pickler import _installed_roots
+
+        main_dir = os.path.dirname(os.path.realpath(main_file))
+        installed = any(main_dir == r or main_dir.startswith(r + os.sep) for r in _installed_roots())
+        if main_dir not in dirs and not installed:  # e.g. pytest's own __main__
+            dirs.append(main_dir)
+    return dirs
 
 
 def _pid_alive(pid: int) -> bool:
