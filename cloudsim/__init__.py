@@ -51,6 +51,10 @@ from cloudsim.errors import (
 from cloudsim.pitfalls import *  # noqa: F401,F403 - the warning categories, for -W error::cloudsim.<Category>
 from cloudsim import pitfalls as _pitfalls_module
 
+from cloudsim import client as _client
+
+_client.bind_api(__import__("sys").modules[__name__])  # see client.REBOUND (pitfall: cloud-import-from)
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -130,6 +130,7 @@ def start_simulator(force_restart: bool = False, **settings: Any) -> None:
         sim = Simulator(resolved)
         sim.start()
         _simulator = sim
+        _rebind()
 
 
 def close() -> bool:
@@ -412,3 +413,81 @@ def _simulator_pids() -> List[int]:
     """The server and worker pids of the running simulator (for tests and diagnostics)."""
     sim = _simulator
     return sim.process_ids() if sim is not None else []
+
+
+# ------------------------------------------------------------ rebinding
+# As PiCloud's module functions were bound methods of a Cloud object, re-bound
+# on every start_simulator(), the public functions are rebuilt for each start:
+# a function taken with `from cloud import call` before that goes stale
+# (pitfall: cloud-import-from) and says how to call it instead.
+REBOUND = ("call", "map", "status", "result", "iresult", "join", "kill", "delete", "info",
+           "finished", "connection_info", "is_simulated", "running_on_cloud", "close")
+_generation = 0
+_bound_modules: List[Any] = []
+
+
+def _make_bound(name: str, impl: Callable, generation: int) -> Callable:
+    def bound(*args: Any, **kwargs: Any) -> Any:
+        if generation != _generation and _context.current() is None:
+            from cloudsim.errors import StaleFunctionError
+
+            raise StaleFunctionError(
+                f"This {name}() was taken from the cloud module (e.g. `from cloud import {name}`) before "
+                f"cloud.start_simulator() re-bound the module's functions, so it no longer reaches the cloud "
+                f"(pitfall: cloud-import-from).\n"
+                f"Fix: `import cloud` (or `import cloudsim as cloud`) and call `cloud.{name}(...)` through the "
+                f"namespace; see docs/pitfalls.md#cloud-import-from"
+            )
+        return impl(*args, **kwargs)
+
+    bound.__name__ = bound.__qualname__ = name
+    bound.__doc__ = impl.__doc__
+    bound.__wrapped__ = impl  # type: ignore[attr-defined]
+    return bound
+
+
+def bind_api(module: Any) -> None:
+    """Put this generation's API functions on ``module`` (the ``cloudsim`` package)."""
+    if module not in _bound_modules:
+        _bound_modules.append(module)
+    impls = globals()
+    for name in REBOUND:
+        setattr(module, name, _make_bound(name, impls[name], _generation))
+
+
+def _rebind() -> None:
+    global _generation
+    _generation += 1
+    for module in _bound_modules:
+        bind_api(module)
+
+
+# ------------------------------------------------------------ fork-danger
+_fork_warned = False
+
+
+def _before_fork() -> None:
+    """Warn once when the client forks while the simulator's threads run (pitfall: fork-danger)."""
+    global _fork_warned
+    if _simulator is None or _fork_warned:
+        return
+    _fork_warned = True
+    policy = _simulator.settings.pitfalls
+    if _pitfalls.action_for(policy, "fork-danger") == "ignore":
+        return
+    rec = _pitfalls.record(
+        "fork-danger",
+        "The client process forked while the cloudsim simulator is running.",
+        "the cloud client runs threads (a manager thread, callbacks); a forked child inherits their locks "
+        "in whatever state they were, and may hang or corrupt the simulator's state.",
+        "fork before start_simulator(), after close(), or use a 'spawn'/'forkserver' start method "
+        "(multiprocessing.set_start_method('forkserver')) or subprocess.",
+    )
+    import warnings
+
+    _pitfalls.LOG.add(rec)
+    warnings.warn(rec["message"], _pitfalls.category("fork-danger"), stacklevel=3)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork)
