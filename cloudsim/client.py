@@ -46,6 +46,7 @@ class _JobSettings:
         self.max_transmit_size = int(values.get("max_transmit_size", 1_000_000))
         self.pitfalls = values.get("pitfalls", "warn")
         self.force_redirect_job_output = True
+        self.import_order_seed = None
 
 
 class InJobBackend:
@@ -64,6 +65,10 @@ class InJobBackend:
                     "_depends_on and do the follow-up work in a dependent job."
                 )
         return self.ctx.request("submit", list(items))
+
+    def ship(self, seeds: set) -> None:
+        """Inside a job the code is on the server already: nothing to ship."""
+        return None
 
     def collect(self, jids, timeout, deadlock_check=True, want_results=True):
         return self.ctx.request("collect", (list(jids), timeout, deadlock_check, want_results))
@@ -204,10 +209,37 @@ def call(func: Callable, *args: Any, **kwargs: Any) -> int:
     name = _func_name(func)
     opts["function"] = name
     short = getattr(func, "__name__", "func")
-    func_b = _wire.serialize(func, f"cloud.call({short}): the function", limit)
-    args_b = _wire.serialize(args, f"cloud.call({short}): the positional arguments", limit)
-    kwargs_b = _wire.serialize(user_kwargs, f"cloud.call({short}): the keyword arguments", limit) if user_kwargs else None
+    with _wire.collecting() as seeds:
+        func_b = _wire.serialize(func, f"cloud.call({short}): the function", limit)
+        args_b = _wire.serialize(args, f"cloud.call({short}): the positional arguments", limit)
+        kwargs_b = _wire.serialize(user_kwargs, f"cloud.call({short}): the keyword arguments", limit) if user_kwargs else None
+    if seeds:
+        _ship(backend, seeds, opts)
     return backend.submit([(func_b, args_b, kwargs_b, opts)])[0]
+
+
+def _ship(backend: Any, seeds: set, opts: Dict[str, Any]) -> None:
+    """Send the user modules the job refers to (once per module) and note what the worker needs."""
+    shipment = backend.ship(seeds)
+    if shipment is None:
+        return
+    worker = dict(opts.get("worker") or {})
+    worker["modver"] = shipment.version
+    if shipment.unshipped:
+        worker["unshipped"] = shipment.unshipped
+    if len(shipment.seeds) > 1:
+        seed = backend.settings.import_order_seed
+        if seed is None:
+            import random
+
+            seed = random.getrandbits(32)
+        worker["seeds"] = shipment.seeds
+        worker["import_seed"] = seed
+        opts["import_order_seed"] = seed
+    opts["worker"] = worker
+    if shipment.pitfalls:
+        _pitfalls.emit(shipment.pitfalls, backend.settings.pitfalls, stacklevel=4)
+        opts["client_pitfalls"] = shipment.pitfalls
 
 
 def map(func: Callable, *iterables: Iterable, **kwargs: Any) -> List[int]:  # noqa: A001 - PiCloud's name
@@ -231,11 +263,18 @@ def map(func: Callable, *iterables: Iterable, **kwargs: Any) -> List[int]:  # no
         raise ValueError("No more than 10,000 arguments can be submitted in cloud.map")
     if not rows:
         return []
-    func_b = _wire.serialize(func, f"cloud.map({short}): the function", limit)
-    items = []
-    for i, row in enumerate(rows):
-        args_b = _wire.serialize(row, f"cloud.map({short}): the arguments of job {i} (element {i})", limit)
-        items.append((func_b, args_b, None, opts))
+    with _wire.collecting() as seeds:
+        func_b = _wire.serialize(func, f"cloud.map({short}): the function", limit)
+        arg_bytes = [
+            _wire.serialize(row, f"cloud.map({short}): the arguments of job {i} (element {i})", limit)
+            for i, row in enumerate(rows)
+        ]
+    if seeds:
+        _ship(backend, seeds, opts)
+    first = dict(opts)
+    rest = dict(opts)
+    rest.pop("client_pitfalls", None)  # reported once, on the map's first job
+    items = [(func_b, args_b, None, first if i == 0 else rest) for i, args_b in enumerate(arg_bytes)]
     return backend.submit(items)
 
 

@@ -44,6 +44,7 @@ OUTPUT_LIMIT = 64000  # bytes of stdout/stderr kept per job, as the original sim
 #                       pitfall records to job.pitfalls, lines to job.stderr_notes,
 #                       and set job.retire to have the interpreter replaced
 HOOK_MODULES = (
+    "cloudsim.job.imports",     # import-order, dynamic-import, c-extensions
     "cloudsim.job.sandbox",     # network: timeout, no-listen, separate-network
     "cloudsim.job.datafiles",   # non-code-files, sqlite
     "cloudsim.job.hygiene",     # leaked-threads, leaked-subprocesses, persistent-interpreter

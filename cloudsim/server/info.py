@@ -62,6 +62,7 @@ _FIELDS: Dict[str, Callable[[Job, float], Any]] = {
     "cputime.user": lambda j, n: j.cpu_user,
     "cputime.system": lambda j, n: j.cpu_system,
     "exc_type": lambda j, n: j.exc_type,
+    "import_order_seed": lambda j, n: j.opts.get("import_order_seed"),
     "pitfalls": lambda j, n: [dict(p) for p in j.pitfalls],
 }
 _GROUPS = {

@@ -129,6 +129,8 @@ class Simulator:
         os.set_blocking(self._wake_w, False)
         self._running = False
         self._closed = False
+        self._store: Any = None
+        self._server_path: List[str] = []
         self.thread: Optional[threading.Thread] = None
         self.started_at = time.time()
 
@@ -171,6 +173,11 @@ class Simulator:
                 kill_worker_tree(w.pid)
             w.channel.close()
         self._callbacks.put(None)
+        if self._store is not None:
+            try:
+                self._store.release(self.session)
+            except OSError:
+                log.debug("could not release session %s in %s", self.session, self.module_dir)
         try:
             self.selector.close()
         except Exception:
@@ -201,6 +208,10 @@ class Simulator:
             finished: List[Job] = []
             for jid, (func_b, args_b, kwargs_b, opts) in zip(jids, items):
                 job = Job(jid, (func_b, args_b, kwargs_b), opts, opts.get("priority", 5), opts.get("label"), parent)
+                client_pits = opts.get("client_pitfalls")
+                if client_pits:  # already reported at call time
+                    job.pitfalls.extend(client_pits)
+                    job.pitfalls_emitted = len(client_pits)
                 finished.extend(self.sched.add(job, tuple(opts.get("depends_on", ())), opts.get("depends_on_errors", "abort")))
                 if opts.get("max_runtime"):
                     pass  # armed when the job starts
@@ -208,6 +219,18 @@ class Simulator:
                 self._completed(job)
             self._dispatch()
         return jids
+
+    def ship(self, seeds: Set[str]) -> Any:
+        """Ship the user modules ``seeds`` need to the flat module directory (see cloudsim.shipping)."""
+        from cloudsim.shipping import snapshot
+
+        if self._store is None:
+            from cloudsim.shipping.store import FlatStore
+
+            self._store = FlatStore(self.module_dir)
+            path = self.server.info.get("sys_path", [])
+            self._server_path = [p for p in path if os.path.realpath(p) != os.path.realpath(self.module_dir)]
+        return snapshot.prepare(sorted(seeds), self._store, self.session, self._server_path)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -598,9 +621,9 @@ class Simulator:
         with self.lock:
             for job in jobs:
                 pits: List[dict] = []
-                if job.pitfalls and not job.pitfalls_emitted:
-                    job.pitfalls_emitted = True
-                    pits = list(job.pitfalls)
+                if len(job.pitfalls) > job.pitfalls_emitted:
+                    pits = job.pitfalls[job.pitfalls_emitted:]
+                    job.pitfalls_emitted = len(job.pitfalls)
                 echo = None
                 if not self.settings.force_redirect_job_output and not job.echoed:
                     job.echoed = True
@@ -740,10 +763,10 @@ def _project_dirs() -> List[str]:
     dirs = [os.path.realpath(os.getcwd())]
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
     if main_file:
-        from cloudsim.wire.pickler import _installed_roots
+        from cloudsim.shipping.analysis import installed_roots
 
         main_dir = os.path.dirname(os.path.realpath(main_file))
-        installed = any(main_dir == r or main_dir.startswith(r + os.sep) for r in _installed_roots())
+        installed = any(main_dir == r or main_dir.startswith(r + os.sep) for r in installed_roots())
         if main_dir not in dirs and not installed:  # e.g. pytest's own __main__
             dirs.append(main_dir)
     return dirs

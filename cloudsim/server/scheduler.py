@@ -69,7 +69,7 @@ class Job:
         self.cpu_system: Optional[float] = None
         self.max_rss: Optional[int] = None
         self.pitfalls: List[dict] = []
-        self.pitfalls_emitted = False
+        self.pitfalls_emitted = 0  # how many of .pitfalls were reported to the user already
         self.echoed = False
         self.assigned = False  # handed to a worker ahead of time, not started yet
         self.label = label

@@ -21,6 +21,7 @@ import sys
 import sysconfig
 import site
 import threading
+import types
 from typing import Any, Dict, Optional, Tuple
 
 import cloudpickle
@@ -61,41 +62,43 @@ _LOCK = threading.Lock()
 
 
 def travels_by_value(module_name: Optional[str]) -> bool:
-    """True when the named module is user code the server does not have installed."""
-    global _ROOTS
-    if not module_name or module_name == "__main__":
-        return False  # cloudpickle already sends __main__ code by value
-    cached = _BY_VALUE.get(module_name)
-    if cached is not None:
-        return cached
-    module = sys.modules.get(module_name)
-    path = getattr(module, "__file__", None)
-    if module is None or not path:
-        answer = False
-    else:
-        if _ROOTS is None:
-            _ROOTS = _installed_roots()
-        real = os.path.realpath(path)
-        cloudsim_root = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        if real.startswith(cloudsim_root + os.sep) and module_name.split(".")[0] in ("cloudsim", "pytest_cloudsim"):
-            answer = False
-        else:
-            answer = not any(real.startswith(root + os.sep) for root in _ROOTS)
-    if answer:
-        with _LOCK:
-            cloudpickle.register_pickle_by_value(module)
-    _BY_VALUE[module_name] = answer
-    return answer
+    """True when code of this module must travel inside the pickle: only ``__main__``'s.
+
+    The user's own modules travel by reference, like installed ones, because
+    the client ships them to the server's flat module directory
+    (``cloudsim.shipping``); so this is only ``__main__``, which the server has
+    a different one of (``main-module``), and which cloudpickle sends by value.
+    """
+    return module_name == "__main__"
+
+
+_collecting = threading.local()
+
+
+class collecting:
+    """Context manager: gather the user modules every pickle made in this thread refers to (shipping seeds)."""
+
+    def __enter__(self) -> "set":
+        self.previous = getattr(_collecting, "seeds", None)
+        _collecting.seeds = set()
+        return _collecting.seeds
+
+    def __exit__(self, *exc: object) -> None:
+        _collecting.seeds = self.previous
 
 
 class _Pickler(cloudpickle.Pickler):
-    """cloudpickle, with the user's own modules sent by value."""
+    """cloudpickle, noting which modules the pickle refers to by reference (the seeds of shipping)."""
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, type) or callable(obj):
-            module_name = getattr(obj, "__module__", None)
-            if isinstance(module_name, str) and module_name not in _BY_VALUE:
-                travels_by_value(module_name)
+        seeds = getattr(_collecting, "seeds", None)
+        if seeds is not None:
+            if isinstance(obj, types.ModuleType):
+                seeds.add(obj.__name__)
+            elif isinstance(obj, type) or callable(obj):
+                module_name = getattr(obj, "__module__", None)
+                if isinstance(module_name, str) and module_name != "__main__":
+                    seeds.add(module_name)
         return super().reducer_override(obj)
 
 

@@ -69,7 +69,8 @@ def environment_names() -> List[str]:
 
 
 def pids() -> Tuple[int, int, bool]:
-    return os.getpid(), os.getppid(), "pytest" in sys.modules
+    # the cloudsim pytest plugin is loaded in this client by pytest's entry points, never by this test module
+    return os.getpid(), os.getppid(), "pytest_cloudsim.plugin" in sys.modules
 
 
 def set_marker(value: int) -> int:
@@ -131,14 +132,14 @@ def _gone(pid: int, timeout: float = 10.0) -> bool:
 
 
 def test_job_does_not_see_modules_only_the_client_imported(cloud: Any) -> None:
-    """A stdlib module imported only in the client is not in the job's ``sys.modules``, nor is pytest."""
+    """A stdlib module imported only in the client is not in the job's ``sys.modules``."""
     import xml.dom.minidom  # noqa: F401 - imported here, in the client only
 
     assert "xml.dom.minidom" in sys.modules and "pytest" in sys.modules
     job_modules = cloud.result(cloud.call(loaded_modules), timeout=WAIT)
     assert "sys" in job_modules and "os" in job_modules  # the answer is real
     assert "xml.dom.minidom" not in job_modules
-    assert "pytest" not in job_modules and "_pytest" not in job_modules
+    # (pytest itself may be there: the test module is shipped and imported on the server, and it imports pytest)
 
 
 def test_job_does_not_get_the_clients_sys_path(cloud: Any) -> None:
@@ -232,7 +233,7 @@ def test_worker_is_not_a_fork_of_the_client(cloud: Any) -> None:
     server = psutil.Process(server_pid)
     assert server.ppid() == os.getpid()
     assert server.cmdline() != psutil.Process().cmdline()  # started as a new program, not forked
-    assert job_has_pytest is False  # a fork of this client would have pytest loaded
+    assert job_has_pytest is False  # a fork of this client would have pytest's plugins loaded
 
 
 # ------------------------------------------------------- persistent-interpreter
