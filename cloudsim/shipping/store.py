@@ -41,6 +41,16 @@ def _digest(path: str) -> str:
         return hashlib.sha1(f.read()).hexdigest()
 
 
+def _drop_bytecode(path: str) -> None:
+    """A replaced module must not be served from a stale .pyc (its mtime is kept in whole seconds)."""
+    import importlib.util
+
+    try:
+        os.unlink(importlib.util.cache_from_source(path))
+    except (OSError, ValueError, NotImplementedError):
+        pass
+
+
 def session_alive(session: str) -> bool:
     """A session id is '<client pid>-<random>': alive while that process runs."""
     try:
@@ -121,6 +131,7 @@ class FlatStore:
                     with os.fdopen(fd, "wb") as f:
                         f.write(data)
                     os.replace(tmp, target)
+                    _drop_bytecode(target)
                     written.append(m.name)
                     sessions = [session]
                 else:
