@@ -478,6 +478,46 @@ def big_argument(ctx: Context) -> List[Row]:
     ]
 
 
+@benchmark
+def dependency_analysis(ctx: Context) -> List[Row]:
+    """5. cloudsim alone: finding what a 200-module project needs shipped, first time and cached."""
+    from cloudsim.shipping.analysis import Analyzer
+
+    n_modules = 200
+    root = os.path.join(ctx.tmp, "project200")
+    os.makedirs(os.path.join(root, "proj200"), exist_ok=True)
+    with open(os.path.join(root, "proj200", "__init__.py"), "w") as f:
+        f.write("")
+    for i in range(n_modules):
+        deps = "".join(f"from proj200 import m{j}\n" for j in (2 * i + 1, 2 * i + 2, i + 50) if j < n_modules)
+        body = "".join(f"def f{k}(x):\n    return x + {k}\n\n" for k in range(20))
+        with open(os.path.join(root, "proj200", f"m{i}.py"), "w") as f:
+            f.write(f'"""module {i}"""\nimport os\nimport json\n{deps}\n{body}')
+    sys.path.insert(0, root)
+    try:
+        __import__("proj200.m0")
+        firsts, cached = [], []
+        for _ in range(ctx.scale(5, 2)):
+            analyzer = Analyzer()
+            t0 = time.perf_counter()
+            closure = analyzer.closure(["proj200.m0"])
+            firsts.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            analyzer.closure(["proj200.m0"])
+            cached.append(time.perf_counter() - t0)
+        assert len(closure.modules) == n_modules + 1, len(closure.modules)
+    finally:
+        sys.path.remove(root)
+    note = (f"{n_modules} modules of 20 functions each, each importing up to 3 others (a tree with cross links); median of "
+            f"{len(firsts)} fresh analyzers; cloudsim only (the peers ship no code)")
+    return [
+        Row("dependency analysis, 200 modules, first", "ms", "lower",
+            {"cloudsim": statistics.median(firsts) * 1e3}, note, info_only=True),
+        Row("dependency analysis, 200 modules, cached", "ms", "lower",
+            {"cloudsim": statistics.median(cached) * 1e3}, note, info_only=True),
+    ]
+
+
 # ------------------------------------------------------- processes left behind
 def stop_helper_processes() -> None:
     """Stop the helper processes that live until interpreter exit unless told to stop.

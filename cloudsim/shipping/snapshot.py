@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.machinery
 import os
 import threading
+import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from cloudsim import pitfalls as _pitfalls
@@ -28,6 +29,9 @@ _reported: set = set()
 # module dir -> number of modules shipped there by this process (workers refresh import caches when it moves)
 _versions: Dict[str, int] = {}
 _installed_path_cache: Dict[str, Optional[str]] = {}
+# module name -> when its file was last looked at for changes
+_checked: Dict[str, float] = {}
+_RECHECK = 1.0  # seconds between looks at a module the job does not refer to directly
 
 
 class Shipment:
@@ -65,8 +69,15 @@ def prepare(seeds: List[str], store: FlatStore, session: str, server_path: List[
     with _lock:
         shipped = _shipped.setdefault(store.dir, {})
         fresh: List[ModuleInfo] = []
+        now = time.monotonic()
+        direct = set(seeds)
         for info in closure.modules:
             have = shipped.get(info.name)
+            if have is not None and info.name not in direct:
+                # modules the job only reaches indirectly are looked at once a second at most
+                if now - _checked.get(info.name, 0.0) < _RECHECK:
+                    continue
+            _checked[info.name] = now
             try:
                 st = os.stat(info.path)
             except OSError:
