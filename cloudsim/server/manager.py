@@ -102,6 +102,7 @@ class Simulator:
             "allow_hosts": list(settings.allow_hosts),
             "session": self.session,
             "project_dirs": _project_dirs(),
+            "server_root": self.root,
             "pitfalls": settings.pitfalls if isinstance(settings.pitfalls, str) else dict(settings.pitfalls),
         }
         self.server = ServerProcess(worker_settings, self.session_dir, self.module_dir)
