@@ -49,16 +49,7 @@ CHILD_MARK = "BENCH-COLD-RESULT "  # prefix of the cold-start child's one result
 CHILD_TIMEOUT = 180.0  # seconds; only a hang reaches it
 
 
-# ---------------------------------------------------------------- job functions
-# Module-level, so every contender can send them (by reference or by value).
-def inc(x: int) -> int:
-    """The tiny job: almost no work, so the figures are the cost of the round trip."""
-    return x + 1
-
-
-def identity(x: Any) -> Any:
-    """Returns its argument: the data goes there and back."""
-    return x
+from bench.jobs import identity, inc  # noqa: E402 - the job functions, shipped on their own
 
 
 # ------------------------------------------------------------------ contenders

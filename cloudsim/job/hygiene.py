@@ -430,8 +430,8 @@ class GlobalsBaseline:
         values = {}
         prints = {}
         for name, value in list(self.namespace.items()):
-            if name[:2] == "__" and name[-2:] == "__":
-                continue
+            if (name[:2] == "__" and name[-2:] == "__") or isinstance(value, types.ModuleType):
+                continue  # dunders, and modules: importing pkg.sub binds 'sub' in pkg
             values[name] = value
             fp = fingerprint(value)
             if fp is not None:
@@ -450,7 +450,7 @@ class GlobalsBaseline:
             items = list(namespace.copy().items())
         seen = 0
         for name, value in items:
-            if name[:2] == "__" and name[-2:] == "__":
+            if (name[:2] == "__" and name[-2:] == "__") or isinstance(value, types.ModuleType):
                 continue
             seen += 1
             old = self.values.get(name, missing)

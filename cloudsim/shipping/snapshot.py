@@ -32,6 +32,7 @@ _installed_path_cache: Dict[str, Optional[str]] = {}
 # module name -> when its file was last looked at for changes
 _checked: Dict[str, float] = {}
 _RECHECK = 1.0  # seconds between looks at a module the job does not refer to directly
+_RECHECK_DIRECT = 0.25  # seconds between looks at a module the job refers to
 
 
 class Shipment:
@@ -73,9 +74,10 @@ def prepare(seeds: List[str], store: FlatStore, session: str, server_path: List[
         direct = set(seeds)
         for info in closure.modules:
             have = shipped.get(info.name)
-            if have is not None and info.name not in direct:
-                # modules the job only reaches indirectly are looked at once a second at most
-                if now - _checked.get(info.name, 0.0) < _RECHECK:
+            if have is not None:
+                # a file is looked at for changes a few times a second at most (the modules the job
+                # refers to directly) or once a second (those it reaches through imports)
+                if now - _checked.get(info.name, 0.0) < (_RECHECK_DIRECT if info.name in direct else _RECHECK):
                     continue
             _checked[info.name] = now
             try:

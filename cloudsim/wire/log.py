@@ -15,8 +15,8 @@ failed with ``<-- FAILED HERE``; the JSON holds the same tree
 directory for a server root.
 
 ``<server_root>`` is, in order: the root of the simulator running in this
-process, the server's (inside a job, from ``CLOUDSIM__MODULE_DIR``), else the
-configured ``server_root``.
+process, the server's (inside a job: the worker's ``server_root`` setting, or
+the parent of ``CLOUDSIM__MODULE_DIR``), else the configured ``server_root``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ def current_server_root() -> str:
     client = sys.modules.get("cloudsim.client")
     sim = getattr(client, "_simulator", None) if client is not None else None
     root = getattr(sim, "root", None)
+    if isinstance(root, str) and root:
+        return root
+    context = sys.modules.get("cloudsim.job.context")  # inside a job: the worker's settings
+    ctx = context.current() if context is not None and hasattr(context, "current") else None
+    root = (getattr(ctx, "settings", None) or {}).get("server_root") if ctx is not None else None
     if isinstance(root, str) and root:
         return root
     module_dir = os.environ.get("CLOUDSIM__MODULE_DIR")

@@ -112,27 +112,40 @@ def _is_plain(obj: Any) -> bool:
     return type(obj) in _ATOMIC
 
 
-def dumps(obj: Any) -> bytes:
-    """Pickle ``obj`` for the server; raises CloudPicklingError with the reason."""
+# --- cloudsim's rules and the error path (files, transient, refusals; culprit paths, logs) ---
+# The by-value policy above stays in _Pickler; the rules are mixed in front of it.
+from cloudsim.wire.rules import RulesMixin as _RulesMixin  # noqa: E402 - kept next to its use
+
+
+class _WirePickler(_RulesMixin, _Pickler):
+    """What ``call``/``map`` send: the policy of :class:`_Pickler` plus cloudsim's rules (``rules.py``)."""
+
+
+class _ResultPickler(_RulesMixin, cloudpickle.Pickler):
+    """What a job sends back: cloudsim's rules over cloudpickle (the client has the user's modules)."""
+
+
+def _dump(obj: Any, pickler: type, limit: Optional[int]) -> bytes:
+    """Pickle ``obj`` with ``pickler``; plain data takes the standard pickle's fast path."""
     if _is_plain(obj):
         return pickle.dumps(obj, PROTOCOL)
     buf = io.BytesIO()
-    try:
-        _Pickler(buf, protocol=PROTOCOL).dump(obj)
-    except CloudPicklingError:
-        raise
-    except RecursionError as exc:
-        raise CloudPicklingError(
-            f"Could not pickle: the object is nested too deeply ({exc}).\n"
-            "Fix: flatten the data structure, or pass it in smaller pieces."
-        ) from exc
-    except Exception as exc:
-        raise CloudPicklingError(f"Could not pickle {type(obj).__name__}: {type(exc).__name__}: {exc}\n{_HELP}") from exc
+    pickler(buf, protocol=PROTOCOL, limit=limit).dump(obj)
     return buf.getvalue()
 
 
+def dumps(obj: Any, limit: Optional[int] = None, what: str = "the object") -> bytes:
+    """Pickle ``obj`` for the server; raises CloudPicklingError naming the culprit's path."""
+    try:
+        return _dump(obj, _WirePickler, limit)
+    except Exception as exc:
+        from cloudsim.wire import diagnose
+
+        raise diagnose.unpicklable(obj, what, None, exc, _WirePickler, limit) from exc
+
+
 def check_size(data: bytes, what: str, limit: int) -> None:
-    """Raise TransmitSizeError when one serialized piece is over ``limit`` bytes."""
+    """Raise TransmitSizeError when one serialized piece is over ``limit`` bytes (no culprit search)."""
     if len(data) > limit:
         raise TransmitSizeError(
             f"{what} would send {len(data):,} bytes; the limit max_transmit_size is {limit:,} bytes.\n"
@@ -143,10 +156,61 @@ def check_size(data: bytes, what: str, limit: int) -> None:
         )
 
 
-def serialize(obj: Any, what: str, limit: int) -> bytes:
-    """Pickle one piece of a job and check its size."""
-    data = dumps(obj)
-    check_size(data, what, limit)
+def serialize(obj: Any, what: str, limit: int, root: Optional[str] = None) -> bytes:
+    """Pickle one piece of a job and check its size on its own (``transmit-size``).
+
+    Only when that fails is the piece walked (``diagnose.py``) to name the
+    culprit or the largest parts, and a serialization log written.
+
+    Args:
+        obj: the piece: the function, the args tuple, the kwargs dict, or one map job's args.
+        what: how messages name it, e.g. ``"cloud.call(foo): the positional arguments"``.
+        limit: ``max_transmit_size`` in bytes.
+        root: the name paths start from (``"args"``); guessed from ``what`` when None.
+
+    Raises:
+        CloudPicklingError: the piece cannot be pickled (the message gives the culprit's path and the log).
+        TransmitSizeError: it pickles to more than ``limit`` bytes, or holds a file larger than that.
+    """
+    try:
+        data = _dump(obj, _WirePickler, limit)
+    except Exception as exc:
+        from cloudsim.wire import diagnose
+
+        raise diagnose.unpicklable(obj, what, root, exc, _WirePickler, limit) from exc
+    if len(data) > limit:
+        from cloudsim.wire import diagnose
+
+        raise diagnose.too_big(obj, len(data), what, root, _WirePickler, limit)
+    return data
+
+
+class ResultError(Exception):
+    """A job's return value cannot travel back: ``exc_type`` (``PicklingError``/``TransmitSizeError``) and ``text``."""
+
+    def __init__(self, exc_type: str, text: str) -> None:
+        super().__init__(text)
+        self.exc_type = exc_type
+        self.text = text
+
+
+def serialize_result(result: Any, func_name: str, limit: int) -> bytes:
+    """Pickle a job's return value for the trip back, checked against ``limit`` (in the worker).
+
+    Raises:
+        ResultError: the value cannot be pickled (``unpicklable``) or is too large
+            (``transmit-size``); its text names the path (``result.items[3] -> generator``).
+    """
+    try:
+        data = _dump(result, _ResultPickler, limit)
+    except BaseException as exc:  # a __reduce__ may even raise SystemExit: the job fails, the worker lives
+        from cloudsim.wire import diagnose
+
+        raise ResultError(*diagnose.result_unpicklable(result, func_name, exc, _ResultPickler, limit)) from None
+    if len(data) > limit:
+        from cloudsim.wire import diagnose
+
+        raise ResultError(*diagnose.result_too_big(result, func_name, len(data), _ResultPickler, limit))
     return data
 
 
