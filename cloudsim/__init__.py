@@ -33,6 +33,7 @@ from cloudsim.client import (
     map,
     result,
     running_on_cloud,
+    setkey,
     start_simulator,
     status,
 )
@@ -52,13 +53,14 @@ from cloudsim.pitfalls import *  # noqa: F401,F403 - the warning categories, for
 from cloudsim import pitfalls as _pitfalls_module
 
 from cloudsim import client as _client
+from cloudsim import files  # PiCloud imported cloud.files with cloud
 
 _client.bind_api(__import__("sys").modules[__name__])  # see client.REBOUND (pitfall: cloud-import-from)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "start_simulator", "close", "is_simulated", "running_on_cloud", "connection_info",
+    "start_simulator", "setkey", "close", "files", "is_simulated", "running_on_cloud", "connection_info",
     "call", "map", "result", "iresult", "join", "status", "finished", "info", "kill", "delete",
     "finished_statuses", "c1", "c2", "m1", "config", "install_cloud_alias",
     "CloudException", "CloudTimeoutError", "CloudDeadlockError", "TransmitSizeError",

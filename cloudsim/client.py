@@ -105,7 +105,7 @@ def _backend() -> Any:
     if sim is not None:
         return sim
     if config.use_simulator:
-        start_simulator()
+        _start(False, {}, rebind=False)  # a lazy start leaves the functions the user holds valid
         return _simulator
     raise NotStartedError(
         "There is no cloud yet: call cloudsim.start_simulator() (cloud.start_simulator() in PiCloud code) "
@@ -120,6 +120,10 @@ def start_simulator(force_restart: bool = False, **settings: Any) -> None:
     As PiCloud's: does nothing when a simulator is already running (unless
     ``force_restart``), and does nothing inside a job.
     """
+    _start(force_restart, settings, rebind=True)
+
+
+def _start(force_restart: bool, settings: Dict[str, Any], rebind: bool) -> None:
     global _simulator
     if _context.current() is not None:
         return
@@ -135,7 +139,18 @@ def start_simulator(force_restart: bool = False, **settings: Any) -> None:
         sim = Simulator(resolved)
         sim.start()
         _simulator = sim
-        _rebind()
+        if rebind:
+            _rebind()
+
+
+def setkey(api_key: Any = None, api_secretkey: Any = None, server_url: Any = None, restart: bool = False,
+           immutable: bool = False) -> None:
+    """PiCloud's switch to its network service, which no longer exists: explains what to do instead."""
+    raise CloudException(
+        "cloud.setkey() connected to PiCloud's service, which cloudsim replaces with a local simulation. "
+        "Fix: remove the setkey() call and start the simulator with cloud.start_simulator() "
+        "(or set CLOUDSIM_USE_SIMULATOR=1 to start it on first use)."
+    )
 
 
 def close() -> bool:
