@@ -38,6 +38,7 @@ from cloudsim.client import (
     status,
 )
 from cloudsim.alias import install_cloud_alias
+from cloudsim.check import check
 from cloudsim.config import config
 from cloudsim.errors import (
     CloudDeadlockError,
@@ -62,7 +63,7 @@ __version__ = "0.1.0"
 __all__ = [
     "start_simulator", "setkey", "close", "files", "is_simulated", "running_on_cloud", "connection_info",
     "call", "map", "result", "iresult", "join", "status", "finished", "info", "kill", "delete",
-    "finished_statuses", "c1", "c2", "m1", "config", "install_cloud_alias",
+    "finished_statuses", "c1", "c2", "m1", "config", "install_cloud_alias", "check",
     "CloudException", "CloudTimeoutError", "CloudDeadlockError", "TransmitSizeError",
     "CloudPicklingError", "ConfigError", "PitfallError", "NotStartedError",
 ] + list(_pitfalls_module.__all__)

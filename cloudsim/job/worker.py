@@ -234,6 +234,7 @@ class Worker:
                 sys.stderr.write("\n".join(job.stderr_notes) + "\n")
             except Exception:
                 pass
+        save_coverage()
         stdout, stderr = output.collect()
         outcome = (
             jid,
@@ -285,25 +286,14 @@ class Worker:
         finally:
             del func, args, kwargs
         job.result = result
+        # The wire's result pickler: PiCloud's rules (files, __transient__, refusals) and, only
+        # when it fails or is too large, the path to the culprit and a serialization log.
+        from cloudsim.wire import pickler as _wire_pickler
+
         try:
-            try:  # the standard pickle is much faster, and enough for most results
-                data = pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
-            except Exception:
-                data = cloudpickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-        except BaseException as exc:
-            return False, None, "PicklingError", (
-                f"The return value of {job.func_name}() could not be pickled to travel back to the client: "
-                f"{type(exc).__name__}: {exc}\n"
-                f"Return value type: {type(result).__module__}.{type(result).__qualname__} (pitfall: unpicklable).\n"
-                "Fix: return plain data (numbers, strings, lists, dicts, picklable objects) instead."
-            )
-        if len(data) > self.max_size:
-            return False, None, "TransmitSizeError", (
-                f"The return value of {job.func_name}() is {len(data):,} bytes once pickled; "
-                f"the limit max_transmit_size is {self.max_size:,} bytes (pitfall: transmit-size).\n"
-                "Fix: return less data (store large results with cloud.files or a database), "
-                "or raise max_transmit_size (at most 16,000,000)."
-            )
+            data = _wire_pickler.serialize_result(result, job.func_name, self.max_size)
+        except _wire_pickler.ResultError as exc:
+            return False, None, exc.exc_type, exc.text
         return True, data, None, None
 
 
@@ -325,4 +315,35 @@ def main(sock: socket.socket, worker_id: int, worker_dir: str, settings: dict) -
         pass
     if os.getppid() == 1:  # the server died between fork and prctl
         return 0
+    _restart_coverage()
     return Worker(sock, worker_id, worker_dir, settings).serve()
+
+
+_COVERAGE: Any = None
+
+
+def _restart_coverage() -> None:
+    """Under coverage, give this worker its own data file (the server's Coverage came with the fork)."""
+    global _COVERAGE
+    coverage = sys.modules.get("coverage")  # the server imported it only if coverage is measuring
+    if coverage is None:
+        return
+    inherited = coverage.Coverage.current()
+    if inherited is None:
+        return
+    inherited.stop()
+    here = os.getcwd()
+    os.chdir(os.environ.get("CLOUDSIM__CLIENT_CWD", here))
+    try:
+        _COVERAGE = coverage.process_startup(force=True)
+    finally:
+        os.chdir(here)
+
+
+def save_coverage() -> None:
+    """Write this worker's coverage data now: workers end with os._exit or SIGKILL, never atexit."""
+    if _COVERAGE is not None:
+        try:
+            _COVERAGE.save()
+        except Exception:
+            pass

@@ -40,11 +40,21 @@ import sys, json
 cfg = json.loads(sys.argv[1])
 sys.path[:] = cfg["path"]
 if cfg.get("coverage"):
+    import os
     try:
         import coverage
-        coverage.process_startup()
     except ImportError:
-        pass
+        coverage = None
+    if coverage is not None:
+        here = os.getcwd()
+        os.chdir(cfg["client_cwd"])  # relative config, source and data file paths are the client's
+        try:
+            cov = coverage.process_startup()
+        finally:
+            os.chdir(here)
+        os.environ["CLOUDSIM__CLIENT_CWD"] = cfg["client_cwd"]
+        if cov is not None:  # workers restart coverage after fork, writing next to the client's data
+            os.environ["COVERAGE_FILE"] = os.path.join(cfg["client_cwd"], cov.config.data_file)
 import importlib.machinery
 class _CloudsimFinder:
     @staticmethod
@@ -95,7 +105,7 @@ def job_environment(module_dir: str) -> Dict[str, str]:
     env["MPLBACKEND"] = "Agg"  # package-behavior: no display on the cloud
     env["PYTHONUNBUFFERED"] = "1"
     env["CLOUDSIM__SERVER"] = "1"
-    for key in ("COVERAGE_PROCESS_START",):
+    for key in ("COVERAGE_PROCESS_START", "COVERAGE_PROCESS_CONFIG", "COVERAGE_FILE", "COVERAGE_RCFILE"):
         if key in os.environ:
             env[key] = os.environ[key]
     return env
@@ -145,7 +155,8 @@ class ServerProcess:
             "control": control_b.fileno(),
             "fds": fd_b.fileno(),
             "settings": self.settings,
-            "coverage": bool(os.environ.get("COVERAGE_PROCESS_START")),
+            "coverage": bool(os.environ.get("COVERAGE_PROCESS_START") or os.environ.get("COVERAGE_PROCESS_CONFIG")),
+            "client_cwd": os.getcwd(),
         }
         os.makedirs(self.session_dir, exist_ok=True)
         os.makedirs(self.module_dir, exist_ok=True)
