@@ -93,6 +93,19 @@ def parent_submits_held(gate: str, n: int) -> List[int]:
     return [cloud.call(held, gate, i) for i in range(n)]
 
 
+def parent_submits_held_then_holds(child_gate: str, n: int, jidfile: str, gate: str) -> List[int]:
+    """Submit n held jobs, write their jids to ``jidfile``, then wait for ``gate`` while holding a slot."""
+    import cloudsim as cloud
+
+    jids = [cloud.call(held, child_gate, i) for i in range(n)]
+    tmp = jidfile + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(" ".join(map(str, jids)))
+    os.replace(tmp, jidfile)
+    held(gate)
+    return jids
+
+
 def parent_joins_with_timeout() -> tuple:
     """Submit a child and join it with a short timeout; report what the join raised."""
     import cloudsim as cloud
@@ -508,6 +521,30 @@ def test_jobs_submitted_from_a_job_count_against_the_same_cap(start, tmp_path: P
         if all(s == "done" for s in sts):
             break
         time.sleep(0.01)
+    assert cloud.result(children, timeout=WAIT) == [0, 1, 2]
+
+
+def test_a_running_parent_and_its_children_share_the_cap(start, tmp_path: Path) -> None:
+    """cap 2: while the parent still runs, only 1 of its 3 children can; when it ends, 2 of them do."""
+    cloud = start(max_concurrent_jobs=2)
+    child_gate, gate, jidfile = str(tmp_path / "children"), str(tmp_path / "parent"), tmp_path / "jids"
+    parent = cloud.call(parent_submits_held_then_holds, child_gate, 3, str(jidfile), gate)
+    wait_until(jidfile.exists, "the parent to submit its children")
+    children = [int(j) for j in jidfile.read_text().split()]
+    assert len(children) == 3
+    wait_until(lambda: count(cloud.status(children)).get("processing", 0) == 1, "1 child processing",
+               on_fail=lambda: str(cloud.status(children)))
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        assert cloud.status(parent) == "processing"
+        assert count(cloud.status(children)) == {"processing": 1, "queued": 2}
+        time.sleep(0.05)
+    Path(gate).touch()
+    assert cloud.result(parent, timeout=WAIT) == children
+    wait_until(lambda: count(cloud.status(children)).get("processing", 0) == 2, "2 children processing",
+               on_fail=lambda: str(cloud.status(children)))
+    assert count(cloud.status(children)) == {"processing": 2, "queued": 1}
+    Path(child_gate).touch()
     assert cloud.result(children, timeout=WAIT) == [0, 1, 2]
 
 

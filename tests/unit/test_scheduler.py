@@ -203,7 +203,7 @@ def test_requeue_puts_handed_out_jobs_back_in_priority_order() -> None:
 
 
 def test_requeue_ignores_started_and_finished_jobs() -> None:
-    """requeue only takes back jobs that are still 'queued' and handed out."""
+    """requeue only takes back jobs that are still 'queued' and handed out (no duplicates)."""
     s = Scheduler(2)
     add(s, 1)
     add(s, 2)
@@ -214,6 +214,10 @@ def test_requeue_ignores_started_and_finished_jobs() -> None:
     s.requeue([a, b])
     assert a.status == PROCESSING
     assert b.status == KILLED
+    # a queued job that was never handed out is already in the ready set: no duplicate
+    assert s.ready_count() == 1
+    s.requeue([s.jobs[3]])
+    assert s.ready_count() == 1
     assert [j.jid for j in s.take_ready(5)] == [3]
 
 
