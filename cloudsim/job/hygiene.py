@@ -15,19 +15,21 @@ The job's result is delivered either way (status ``done``).
 
 How each check stays cheap (it runs on every job):
 
-- Threads: ``threading.Thread.start`` is wrapped once (``install``) to keep
-  where each thread was started (a few frames, no source lines). ``before``
-  keeps the set of live threads, ``after`` compares; threads alive before the
-  job (the worker's own) are never blamed. Threads started outside the
-  ``threading`` module (C libraries' own pools) are not seen.
+- Threads: ``threading.Thread.start`` is wrapped once (``install``) to number
+  each thread and keep where it was started (a few frames, no source lines).
+  The last number is noted at the end of each job; when no thread was
+  started since, ``after`` has nothing to look at. Threads alive before the
+  job (the worker's own) are never blamed. Threads started outside
+  ``threading.Thread.start`` (C libraries' own pools) are not seen.
 - Subprocesses: the worker is made a *child subreaper* (Linux), so orphaned
   grandchildren come back to it. ``after`` asks ``waitpid(-1, WNOHANG)``:
   ``ChildProcessError`` means no child at all, the common case, in about a
   microsecond; only when children exist are they listed from
   ``/proc/self/task/*/children`` and, if leaked, walked with psutil.
 - Globals: user code is a module whose file is in the flat module directory
-  (``CLOUDSIM__MODULE_DIR``), and a function sent by value from a named module
-  (its ``__globals__``; a ``__main__`` function is pass-by-value's business).
+  (``CLOUDSIM__MODULE_DIR``), where the client ships the user's modules. (Code
+  of ``__main__`` travels by value: each job gets a fresh copy of its globals,
+  so a change there cannot persist; that is ``pass-by-value``'s business.)
   A module's baseline is taken when it finishes importing (a path hook on the
   module directory) and after every job; the check compares identities of the
   values (rebinding) and a shallow fingerprint of containers and plain
@@ -37,7 +39,8 @@ How each check stays cheap (it runs on every job):
 
 With ``_kill_process=True`` the interpreter is discarded anyway, so only the
 subprocess check runs (a child in a session of its own would outlive the
-interpreter).
+interpreter). There is no ``before`` hook: the state before a job is the
+state the previous job's check left.
 
 This module is imported by the worker: it imports only the standard library
 and :mod:`cloudsim.pitfalls` (psutil lazily, when something leaked).
@@ -47,6 +50,8 @@ from __future__ import annotations
 
 import collections
 import importlib.machinery
+import itertools
+import operator
 import os
 import reprlib
 import signal
@@ -54,16 +59,16 @@ import sys
 import threading
 import time
 import types
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from cloudsim import pitfalls as _pitfalls
 
 __all__ = [
     "install",
-    "before",
-    "loaded",
     "after",
     "GRACE",
+    "leaked_threads",
+    "leaked_children",
     "started_at",
     "fingerprint",
     "GlobalsBaseline",
@@ -78,7 +83,6 @@ _SHALLOW_LIMIT = 1000  # containers longer than this are fingerprinted by length
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _WORKER_FILES = frozenset({os.path.join(_HERE, "worker.py")})
-_KEY = __name__  # this module's key in job.scratch
 
 _repr = reprlib.Repr()
 _repr.maxstring = 60
@@ -87,7 +91,8 @@ _repr.maxlist = _repr.maxdict = _repr.maxset = _repr.maxtuple = 6
 
 # Installed state of this worker.
 _INSTALLED = False
-_MODULE_DIR = ""  # realpath of the flat module directory, e.g. '/tmp/server/modules'
+# the flat module directory as given and as its realpath, e.g. ('/tmp/server/modules',)
+_MODULE_DIRS: Tuple[str, ...] = ()
 _CHECK_GLOBALS = True
 _BASELINE_CHILDREN: Set[int] = set()  # children of the worker before its first job
 
@@ -96,8 +101,20 @@ _BASELINE_CHILDREN: Set[int] = set()  # children of the worker before its first 
 _ORIGINAL_START = threading.Thread.start
 
 
+# How many threads were started through threading.Thread.start in this worker, and that
+# count when the last job ended (or at install). A job's threads are those numbered above
+# the mark: the mark is not taken in before(), because other hooks' before() (the imports
+# hook imports the job's modules) already run code of the job.
+_STARTS = itertools.count(1)
+_started = 0
+_mark = 0
+
+
 def _start(self: threading.Thread) -> None:
     """``Thread.start``, keeping where the thread was started (cheap: a few frame fields)."""
+    global _started
+    _started = next(_STARTS)
+    self._cloudsim_start_number = _started  # type: ignore[attr-defined]
     try:
         frames = []
         frame: Optional[types.FrameType] = sys._getframe(1)
@@ -149,18 +166,23 @@ def _describe_thread(thread: threading.Thread) -> Dict[str, Any]:
     }
 
 
-def _new_threads(baseline: Iterable[threading.Thread]) -> List[threading.Thread]:
-    known = baseline if isinstance(baseline, (set, frozenset)) else set(baseline)
+def _new_threads(since: int) -> List[threading.Thread]:
     current = threading.current_thread()
     return [
         t for t in threading.enumerate()
-        if t not in known and t is not current and not isinstance(t, threading._DummyThread)  # type: ignore[attr-defined]
+        if getattr(t, "_cloudsim_start_number", 0) > since and t is not current
     ]
 
 
-def leaked_threads(baseline: Iterable[threading.Thread], grace: float = GRACE) -> List[threading.Thread]:
-    """Threads not in ``baseline`` still alive after a shared ``grace`` of joining."""
-    new = _new_threads(baseline)
+def leaked_threads(since: int, grace: float = GRACE) -> List[threading.Thread]:
+    """Threads started after start number ``since`` still alive after a shared ``grace`` of joining.
+
+    Threads alive before (the worker's own, or any started before ``since``)
+    are never returned, nor threads started outside ``threading.Thread.start``.
+    """
+    if since == _started:  # no thread was started at all: the common case, nothing to look at
+        return []
+    new = _new_threads(since)
     if not new:
         return []
     deadline = time.monotonic() + grace
@@ -175,8 +197,8 @@ def leaked_threads(baseline: Iterable[threading.Thread], grace: float = GRACE) -
     return [t for t in new if t.is_alive()]
 
 
-def _check_threads(job: Any, baseline: Set[threading.Thread]) -> None:
-    leaked = leaked_threads(baseline)
+def _check_threads(job: Any, since: int) -> None:
+    leaked = leaked_threads(since)
     if not leaked:
         return
     described = [_describe_thread(t) for t in leaked[:_LIST_LIMIT]]
@@ -356,6 +378,8 @@ def _check_children(job: Any) -> None:
 _SCALARS = (int, float, complex, str, bytes, bool, type(None), range, frozenset, tuple)
 _OPAQUE = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
            type, property, classmethod, staticmethod)
+_PLAIN_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None), tuple, frozenset, range,
+                          types.FunctionType, types.BuiltinFunctionType, types.ModuleType, type})
 
 
 def _ids(values: Iterable[Any], size: int) -> Tuple[Any, ...]:
@@ -373,6 +397,17 @@ def fingerprint(value: Any) -> Any:
     their items (of their attributes, for objects). Containers longer than
     1,000 items are fingerprinted by their length and first and last items.
     """
+    kind = type(value)
+    if kind is list:  # the common cases first, without isinstance chains
+        n = len(value)
+        if n <= _SHALLOW_LIMIT:
+            return (n, tuple(map(id, value)))
+    elif kind is dict:
+        n = len(value)
+        if n <= _SHALLOW_LIMIT:
+            return (n, tuple(map(id, value)), tuple(map(id, value.values())))
+    elif kind in _PLAIN_TYPES:
+        return None
     if isinstance(value, _SCALARS) or isinstance(value, _OPAQUE):
         return None
     try:
@@ -410,60 +445,96 @@ def _describe_value(value: Any) -> str:
 class GlobalsBaseline:
     """A snapshot of one namespace's globals (a module's ``__dict__`` or a function's ``__globals__``).
 
+    Dunder names and names bound to modules (``import pkg.sub`` binds ``sub``
+    in ``pkg``) are not state. :meth:`changes` has a fast path that runs at C
+    speed when nothing changed, the common case: the namespace's size, the
+    identity of every value, and the fingerprints of the containers.
+
     Args:
         label: the module name used in reports, e.g. ``'counter_mod'``.
         namespace: the dict to watch.
     """
 
-    __slots__ = ("label", "namespace", "values", "prints")
+    __slots__ = ("label", "namespace", "size", "names", "values", "prints")
 
     def __init__(self, label: str, namespace: Dict[str, Any]) -> None:
         self.label = label
         self.namespace = namespace
-        self.values: Dict[str, Any] = {}
+        self.size = 0  # len(namespace) at the snapshot, dunders included
+        self.names: Tuple[str, ...] = ()  # the state names, e.g. ('COUNTER', 'ITEMS', 'bump')
+        self.values: Tuple[Any, ...] = ()  # their values, same order (references keep ids unique)
         # name -> fingerprint for names whose values can change in place, e.g. {'ITEMS': (0, ())}
         self.prints: Dict[str, Any] = {}
         self.take()
 
     def take(self) -> None:
-        """Remember the namespace as it is now (references keep old objects alive: ids stay unique)."""
-        values = {}
+        """Remember the namespace as it is now."""
+        names = []
+        values = []
         prints = {}
-        for name, value in list(self.namespace.items()):
-            if (name[:2] == "__" and name[-2:] == "__") or isinstance(value, types.ModuleType):
-                continue  # dunders, and modules: importing pkg.sub binds 'sub' in pkg
-            values[name] = value
-            fp = fingerprint(value)
-            if fp is not None:
-                prints[name] = fp
-        self.values = values
-        self.prints = prints
-
-    def changes(self) -> List[Tuple[str, str, str]]:
-        """What changed since :meth:`take`: ``[(name, how, detail), ...]``, how in rebound/changed/added/deleted."""
-        out: List[Tuple[str, str, str]] = []
-        namespace = self.namespace
-        missing = _MISSING
-        try:
-            items = list(namespace.items())
-        except RuntimeError:
-            items = list(namespace.copy().items())
-        seen = 0
+        items = _items(self.namespace)
         for name, value in items:
             if (name[:2] == "__" and name[-2:] == "__") or isinstance(value, types.ModuleType):
                 continue
-            seen += 1
-            old = self.values.get(name, missing)
-            if old is missing:
+            names.append(name)
+            values.append(value)
+            fp = fingerprint(value)
+            if fp is not None:
+                prints[name] = fp
+        self.size = len(items)
+        self.names = tuple(names)
+        self.values = tuple(values)
+        self.prints = prints
+
+    def unchanged(self) -> bool:
+        """The fast check: True when no global was added, deleted, rebound or changed in place."""
+        namespace = self.namespace
+        if len(namespace) != self.size:
+            return False
+        if not all(map(operator.is_, map(namespace.get, self.names, itertools.repeat(_MISSING)), self.values)):
+            return False
+        for name, fp in self.prints.items():
+            if fingerprint(namespace.get(name)) != fp:
+                return False
+        return True
+
+    def changes(self) -> List[Tuple[str, str, str]]:
+        """What changed since :meth:`take`: ``[(name, how, detail), ...]``, how in rebound/changed/added/deleted.
+
+        When only names that are not state changed (a dunder, a submodule),
+        the snapshot is refreshed and nothing is reported.
+        """
+        if self.unchanged():
+            return []
+        out: List[Tuple[str, str, str]] = []
+        old_values = dict(zip(self.names, self.values))
+        items = _items(self.namespace)
+        current = set()
+        for name, value in items:
+            if (name[:2] == "__" and name[-2:] == "__") or isinstance(value, types.ModuleType):
+                continue
+            current.add(name)
+            old = old_values.get(name, _MISSING)
+            if old is _MISSING:
                 out.append((name, "added", _describe_value(value)))
             elif old is not value:
                 out.append((name, "rebound", f"{_describe_value(old)} -> {_describe_value(value)}"))
             elif name in self.prints and fingerprint(value) != self.prints[name]:
                 out.append((name, "changed", f"now {_describe_value(value)}"))
-        if seen != len(self.values) or any(how == "added" for _name, how, _detail in out):
-            current = {name for name, _ in items}
-            out.extend((name, "deleted", "") for name in self.values if name not in current)
+        out.extend((name, "deleted", "") for name in self.names if name not in current)
+        if not out:
+            self.take()
         return out
+
+
+def _items(namespace: Dict[str, Any]) -> List[Tuple[str, Any]]:
+    """The namespace's items, even while a leaked thread changes it."""
+    for _ in range(3):
+        try:
+            return list(namespace.items())
+        except RuntimeError:  # dictionary changed size during iteration
+            continue
+    return list(namespace.copy().items())
 
 
 _MISSING = object()
@@ -475,10 +546,10 @@ _SEEN_MODULE_COUNT = -1  # len(sys.modules) when it was last scanned for user mo
 
 
 def _in_module_dir(path: Any) -> bool:
-    if not _MODULE_DIR or not isinstance(path, str) or not path:
+    """True for a path in the flat module directory (by prefix: no file system call per module)."""
+    if not _MODULE_DIRS or not isinstance(path, str) or not path:
         return False
-    real = os.path.realpath(path)
-    return real == _MODULE_DIR or real.startswith(_MODULE_DIR + os.sep)
+    return any(path == d or path.startswith(d + os.sep) for d in _MODULE_DIRS)
 
 
 def _register(module: types.ModuleType) -> None:
@@ -538,7 +609,7 @@ def _path_hook(path: str) -> Any:
 
 
 def _install_import_baselines() -> None:
-    if not _MODULE_DIR:
+    if not _MODULE_DIRS:
         return
     sys.path_hooks.insert(0, _path_hook)
     for entry in list(sys.path_importer_cache):
@@ -547,7 +618,7 @@ def _install_import_baselines() -> None:
     _scan_modules()
 
 
-def _report_globals(job: Any, changes: List[Tuple[str, str, str, str]], by_value: bool) -> None:
+def _report_globals(job: Any, changes: List[Tuple[str, str, str, str]]) -> None:
     shown = changes[:_LIST_LIMIT]
     names = [f"{label}.{name}" for label, name, _how, _detail in changes]
     parts = []
@@ -558,9 +629,6 @@ def _report_globals(job: Any, changes: List[Tuple[str, str, str, str]], by_value
     more = f", and {len(changes) - _LIST_LIMIT} more" if len(changes) > _LIST_LIMIT else ""
     why = ("the cloud reuses a job's interpreter for later jobs (persistent interpreter), so the next job "
            "that runs there starts with these values, not the ones in your module's source.")
-    if by_value:
-        why += (" (Today the simulator sends this function's module by value, so here the change is lost with "
-                "the job; on the cloud the module is imported in the interpreter and the change stays.)")
     job.pitfalls.append(_pitfalls.record(
         "persistent-interpreter",
         f"Job {job.jid} ({job.func_name}) left module-level globals of user code changed: "
@@ -572,28 +640,15 @@ def _report_globals(job: Any, changes: List[Tuple[str, str, str, str]], by_value
     ))
 
 
-def _function_namespace(func: Any) -> Optional[Tuple[str, Dict[str, Any]]]:
-    """(module name, globals) of a job function sent by value from a named module, else None."""
-    inner = getattr(func, "__func__", func)
-    if not isinstance(inner, types.FunctionType):
-        return None
-    module_name = getattr(inner, "__module__", None)
-    if not module_name or module_name == "__main__":
-        return None
-    module = sys.modules.get(module_name)
-    if module is not None and getattr(module, "__dict__", None) is inner.__globals__:
-        return None  # by reference: a real module, checked as such when it is user code
-    return module_name, inner.__globals__
-
-
 # ===================================================================== hooks
 def install(settings: dict) -> None:
     """Once per worker: thread start sites, subreaper, import baselines of user modules."""
-    global _INSTALLED, _MODULE_DIR, _CHECK_GLOBALS, _BASELINE_CHILDREN
+    global _INSTALLED, _MODULE_DIRS, _CHECK_GLOBALS, _BASELINE_CHILDREN, _mark
     if _INSTALLED:
         return
     _INSTALLED = True
     threading.Thread.start = _start  # type: ignore[method-assign]
+    _mark = _started
     _set_child_subreaper()
     _BASELINE_CHILDREN = _direct_children() if _reap_zombies() else set()
     try:
@@ -601,40 +656,27 @@ def install(settings: dict) -> None:
     except (ValueError, TypeError):
         _CHECK_GLOBALS = True
     module_dir = os.environ.get("CLOUDSIM__MODULE_DIR", "")
-    _MODULE_DIR = os.path.realpath(module_dir) if module_dir else ""
+    if module_dir:
+        given = os.path.abspath(module_dir).rstrip(os.sep)
+        _MODULE_DIRS = tuple(dict.fromkeys((given, os.path.realpath(given))))
     if _CHECK_GLOBALS:
         _install_import_baselines()
 
 
-def before(job: Any) -> None:
-    """Keep the threads alive before the job (they are not the job's)."""
-    if job.retire:  # _kill_process: the interpreter goes anyway
-        return
-    job.scratch[_KEY] = {"threads": set(threading.enumerate())}
-
-
-def loaded(job: Any) -> None:
-    """After the job's function is unpickled, before it runs: baseline a by-value function's globals."""
-    if job.retire or not _CHECK_GLOBALS:
-        return
-    found = _function_namespace(job.func)
-    if found is not None:
-        state = job.scratch.setdefault(_KEY, {})
-        state["function"] = GlobalsBaseline(found[0], found[1])
-
-
 def after(job: Any) -> None:
     """Check what the job left behind (see the module docstring)."""
-    state = job.scratch.get(_KEY)
-    if state is not None and not job.retire:
-        _check_threads(job, state["threads"])
-    _check_children(job)
-    if not _CHECK_GLOBALS or (job.retire and state is None):
+    global _mark
+    since, _mark = _mark, _started
+    if job.opts.get("kill_process"):  # the interpreter goes anyway: only children can outlive it
+        _check_children(job)
         return
-    _check_globals(job, state)
+    _check_threads(job, since)
+    _check_children(job)
+    if _CHECK_GLOBALS:
+        _check_globals(job)
 
 
-def _check_globals(job: Any, state: Optional[dict]) -> None:
+def _check_globals(job: Any) -> None:
     _scan_modules()
     changes: List[Tuple[str, str, str, str]] = []
     for label, baseline in list(_MODULES.items()):
@@ -642,12 +684,5 @@ def _check_globals(job: Any, state: Optional[dict]) -> None:
         if found:
             changes.extend((label, name, how, detail) for name, how, detail in found)
             baseline.take()
-    by_value = False
-    function_baseline = state.get("function") if state else None
-    if function_baseline is not None:
-        found = function_baseline.changes()
-        if found:
-            by_value = True
-            changes.extend((function_baseline.label, name, how, detail) for name, how, detail in found)
-    if changes and not job.opts.get("kill_process"):
-        _report_globals(job, changes, by_value)
+    if changes:
+        _report_globals(job, changes)

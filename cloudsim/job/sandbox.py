@@ -13,7 +13,8 @@ reset before each job (``before``) and a report after it (``after``):
   IPC inside the job's machine, e.g. ``multiprocessing`` managers) still work.
 - ``separate-network``: an audit hook (``sys.addaudithook``) on the
   ``socket.connect``, ``socket.sendto`` and ``socket.sendmsg`` events refuses,
-  with ``ConnectionRefusedError``, to reach the client's machine or its
+  with ``ConnectionRefusedError`` (``socket.socket.connect_ex`` returns
+  ``ECONNREFUSED`` instead, as it would), to reach the client's machine or its
   private network: loopback (127.0.0.0/8, ::1), private (10/8, 172.16/12,
   192.168/16, fc00::/7), link-local (169.254/16, fe80::/10), "this host"
   (0.0.0.0/8, ::) and the addresses of this machine's own interfaces; unless
@@ -21,7 +22,7 @@ reset before each job (``before``) and a report after it (``after``):
   Connections to other addresses are untouched. DNS (port 53) is let through:
   the cloud has a resolver of its own.
 
-What is covered: every TCP ``connect``/``connect_ex`` and every UDP
+What is covered: every TCP ``connect`` and every UDP
 ``connect``/``sendto``/``sendmsg`` made through Python's ``socket`` module in
 the job's interpreter, whoever calls it (``urllib``, ``http.client``,
 ``asyncio``, ``requests``, database drivers written in Python). What is not:
@@ -97,6 +98,7 @@ _INSTALLED = False
 # Refusals during the current job, for the pitfall when the job swallowed them,
 # e.g. [("separate-network", "127.0.0.1:5432", "loopback")]
 _REFUSED: List[Tuple[str, str, str]] = []
+_REFUSED_MAX = 100  # a job retrying in a loop must not grow it without end
 # address tuple -> refusal message or None, for repeated sendto/connect to the same place
 _VERDICTS: Dict[Any, Optional[Tuple[str, str]]] = {}
 _VERDICTS_MAX = 256
@@ -325,21 +327,18 @@ def _verdict(family: int, address: Any) -> Optional[Tuple[str, str]]:
     return connect_refusal(target, kind, ip_text, port), kind
 
 
-def _audit(event: str, args: tuple) -> None:
-    """The audit hook: refuse connections to the client's network (kept tiny: it sees every event)."""
-    if event not in _WATCHED:
-        return
-    sock, address = args[0], args[1]
+def _refusal(sock: Any, address: Any) -> Optional[Tuple[str, str]]:
+    """(message, kind) when ``sock`` may not reach ``address`` (noted for the report), else None."""
     if address is None:
-        return
+        return None
     try:
         family = sock.family
     except Exception:
-        return
+        return None
     if family != socket.AF_INET and family != socket.AF_INET6:
-        return
+        return None
     try:
-        key = (family, address)
+        key: Any = (family, address)
         hash(key)
     except TypeError:
         key = None
@@ -351,11 +350,29 @@ def _audit(event: str, args: tuple) -> None:
             if len(_VERDICTS) >= _VERDICTS_MAX:
                 _VERDICTS.clear()
             _VERDICTS[key] = verdict
-    if verdict is not None:
-        message, kind = verdict
+    if verdict is not None and len(_REFUSED) < _REFUSED_MAX:
         host, port = _split(address)
-        _REFUSED.append(("separate-network", _where(str(host), port), kind))
-        raise ConnectionRefusedError(errno.ECONNREFUSED, message)
+        _REFUSED.append(("separate-network", _where(str(host), port), verdict[1]))
+    return verdict
+
+
+def _audit(event: str, args: tuple) -> None:
+    """The audit hook: refuse connections to the client's network (kept tiny: it sees every event)."""
+    if event not in _WATCHED:
+        return
+    verdict = _refusal(args[0], args[1])
+    if verdict is not None:
+        raise ConnectionRefusedError(errno.ECONNREFUSED, verdict[0])
+
+
+_ORIGINAL_CONNECT_EX = socket.socket.connect_ex
+
+
+def _connect_ex(self: socket.socket, address: Any) -> int:
+    """``connect_ex`` reports a refusal as its error code, as a refused connection would."""
+    if _refusal(self, address) is not None:
+        return errno.ECONNREFUSED
+    return _ORIGINAL_CONNECT_EX(self, address)
 
 
 def _where_bound(sock: socket.socket) -> str:
@@ -373,7 +390,8 @@ def _listen(self: socket.socket, *args: Any) -> None:
     """``socket.socket.listen`` in a job: the cloud's firewall refuses internet sockets."""
     if self.family in (socket.AF_INET, socket.AF_INET6):
         where = _where_bound(self)
-        _REFUSED.append(("no-listen", where, "listen"))
+        if len(_REFUSED) < _REFUSED_MAX:
+            _REFUSED.append(("no-listen", where, "listen"))
         raise PermissionError(errno.EACCES, listen_refusal(where))
     return _ORIGINAL_LISTEN(self, *args)
 
@@ -389,6 +407,7 @@ def install(settings: dict) -> None:
         return
     _INSTALLED = True
     socket.socket.listen = _listen  # type: ignore[method-assign]
+    socket.socket.connect_ex = _connect_ex  # type: ignore[method-assign]
     sys.addaudithook(_audit)
 
 
@@ -410,7 +429,8 @@ def after(job: Any) -> None:
             job.pitfalls.append(_pitfalls.record(
                 "no-listen",
                 f"Job {job.jid} ({job.func_name}) tried to listen on {where}; cloudsim refused it with "
-                "PermissionError, and the job caught the error and returned normally.",
+                "PermissionError, and the job caught the error and returned normally, so the refusal may "
+                "have gone unnoticed.",
                 "the cloud's firewall blocks incoming connections, so a job cannot listen on a socket.",
                 "make outgoing connections only, or exchange data through cloud.files or the job's result.",
                 address=where,
@@ -419,8 +439,8 @@ def after(job: Any) -> None:
             job.pitfalls.append(_pitfalls.record(
                 "separate-network",
                 f"Job {job.jid} ({job.func_name}) tried to reach {where} ({_KIND_TEXT.get(kind, kind)}); "
-                "cloudsim refused the connection with ConnectionRefusedError, and the job caught the error "
-                "and returned normally.",
+                "cloudsim refused the connection (ConnectionRefusedError, or ECONNREFUSED from connect_ex), "
+                "and the job went on and returned normally, so the refusal may have gone unnoticed.",
                 "the cloud is on another network than your machine, so services on your loopback or "
                 "private network cannot be reached from a job.",
                 "the service must allow external access; in the simulator, list it in the allow_hosts setting.",

@@ -178,9 +178,13 @@ _CLIENT = textwrap.dedent("""\
 
 
 def _run_client(tmp_path: Any, how: str) -> subprocess.Popen:
+    # The client runs in a project directory of its own; the job's marker file lies outside it,
+    # since a job may not touch the client's project tree (non-code-files).
+    project = tmp_path / "project"
+    project.mkdir(exist_ok=True)
     return subprocess.Popen(
         [sys.executable, "-c", _CLIENT, str(tmp_path / "server"), str(tmp_path / "child.pid"), how],
-        cwd=str(tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=str(project), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
 
 
