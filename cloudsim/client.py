@@ -240,6 +240,8 @@ def _ship(backend: Any, seeds: set, opts: Dict[str, Any]) -> None:
         return
     worker = dict(opts.get("worker") or {})
     worker["modver"] = shipment.version
+    if shipment.project_dirs:
+        worker["project_dirs"] = shipment.project_dirs
     if shipment.unshipped:
         worker["unshipped"] = shipment.unshipped
     if len(shipment.seeds) > 1:

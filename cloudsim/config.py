@@ -68,6 +68,8 @@ ENV_PREFIX = "CLOUDSIM_"
 # Variables under this prefix belong to cloudsim's own machinery (e.g. passing
 # state to a job's interpreter), not to users, so they are never checked.
 INTERNAL_ENV_PREFIX = "CLOUDSIM__"
+# Variables of cloudsim's tools (the conformance suite, the test helpers), not settings of the simulator.
+TOOL_ENV_VARS = frozenset({"CLOUDSIM_CONFORMANCE_BACKEND", "CLOUDSIM_QUIRKS_MD"})
 PYPROJECT_TABLE = "[tool.cloudsim]"
 
 _ACTIONS = ("warn", "error", "ignore")
@@ -1050,6 +1052,7 @@ def _check_unknown(gathered: _Gathered) -> None:
         var
         for var in gathered.environ
         if var.startswith(ENV_PREFIX) and not var.startswith(INTERNAL_ENV_PREFIX) and var not in variables
+        and var not in TOOL_ENV_VARS
     )
     if unknown_vars:
         listed = ", ".join(f"{var}{_suggest(var, variables)}" for var in unknown_vars)

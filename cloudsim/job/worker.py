@@ -29,9 +29,9 @@ import time
 import traceback
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-import cloudpickle
 
 from cloudsim.job import context as _context
+from cloudsim.wire import pickler as _wire_pickler  # imported here, so the server loads it once for every worker
 from cloudsim.server import protocol
 
 OUTPUT_LIMIT = 64000  # bytes of stdout/stderr kept per job, as the original simulator
@@ -288,8 +288,6 @@ class Worker:
         job.result = result
         # The wire's result pickler: PiCloud's rules (files, __transient__, refusals) and, only
         # when it fails or is too large, the path to the culprit and a serialization log.
-        from cloudsim.wire import pickler as _wire_pickler
-
         try:
             data = _wire_pickler.serialize_result(result, job.func_name, self.max_size)
         except _wire_pickler.ResultError as exc:

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 # Environment variables a job's interpreter inherits from the client; the rest
 # of the client's environment stays behind, as it would on the cloud.
-_KEPT_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TEMP", "TMP", "USER", "LOGNAME", "SYSTEMROOT")
+_KEPT_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TEMP", "TMP", "USER", "LOGNAME", "SYSTEMROOT")
 
 # Runs with -I -S: no site processing, so .pth hooks of the client's environment
 # (editable installs of user projects among them) do not reach the server.
@@ -102,6 +102,10 @@ def job_environment(module_dir: str) -> Dict[str, str]:
     """The minimal environment of the server and its jobs."""
     env = {k: os.environ[k] for k in _KEPT_ENV if k in os.environ}
     env["CLOUDSIM__MODULE_DIR"] = module_dir
+    # the cloud's machines have a home of their own, not the user's
+    home = os.path.join(os.path.dirname(module_dir), "home")
+    os.makedirs(home, exist_ok=True)
+    env["HOME"] = home
     env["MPLBACKEND"] = "Agg"  # package-behavior: no display on the cloud
     env["PYTHONUNBUFFERED"] = "1"
     env["CLOUDSIM__SERVER"] = "1"

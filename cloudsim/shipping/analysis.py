@@ -207,10 +207,7 @@ class Analyzer:
                 sub = part.strip().split(" as ")[0].strip()
                 if sub and sub != "*" and sub.isidentifier():
                     found.append(f"{base}.{sub}")  # maybe a submodule; kept only if it resolves to one
-        dynamic = []
-        for match in _DYNAMIC.finditer(text):
-            line = text.count("\n", 0, match.start()) + 1
-            dynamic.append(DynamicImport(path, line, match.group(3)))
+        dynamic = _dynamic_imports(path, text) if _DYNAMIC.search(text) else []
         result = (tuple(dict.fromkeys(found)), tuple(dynamic))
         self._scans[path] = (stamp, result[0], result[1])
         return result
@@ -259,6 +256,33 @@ class Analyzer:
             self._scans.clear()
             self._closures.clear()
             self._infos.clear()
+
+
+def _dynamic_imports(path: str, text: str) -> List[DynamicImport]:
+    """``__import__(...)``/``import_module(...)`` calls in code (not in strings or comments), with a literal target."""
+    import io
+    import tokenize
+
+    found: List[DynamicImport] = []
+    try:
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline)
+                  if t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT)]
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return found
+    for i, tok in enumerate(tokens[:-1]):
+        if tok.type != tokenize.NAME or tok.string not in ("__import__", "import_module"):
+            continue
+        if tokens[i + 1].string != "(":
+            continue
+        target = None
+        if i + 3 < len(tokens) and tokens[i + 2].type == tokenize.STRING and tokens[i + 3].string in (")", ","):
+            literal = tokens[i + 2].string
+            if literal[:1] in "'\"" and literal[-1:] == literal[:1]:
+                inner = literal.strip("'\"")
+                if inner and all(part.isidentifier() for part in inner.split(".")):
+                    target = inner
+        found.append(DynamicImport(path, tok.start[0], target))
+    return found
 
 
 def _resolve_relative(target: str, package: str) -> Optional[str]:

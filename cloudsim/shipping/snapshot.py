@@ -32,15 +32,15 @@ _installed_path_cache: Dict[str, Optional[str]] = {}
 # module name -> when its file was last looked at for changes
 _checked: Dict[str, float] = {}
 _RECHECK = 1.0  # seconds between looks at a module the job does not refer to directly
-_RECHECK_DIRECT = 0.25  # seconds between looks at a module the job refers to
 
 
 class Shipment:
     """What one call needs: the modules to pre-import, what cannot be imported, pitfalls found."""
 
-    __slots__ = ("modules", "seeds", "unshipped", "pitfalls", "version")
+    __slots__ = ("modules", "seeds", "unshipped", "pitfalls", "version", "project_dirs")
 
     def __init__(self) -> None:
+        self.project_dirs: List[str] = []
         self.modules: List[str] = []
         self.seeds: List[str] = []
         self.unshipped: Dict[str, str] = {}
@@ -74,10 +74,10 @@ def prepare(seeds: List[str], store: FlatStore, session: str, server_path: List[
         direct = set(seeds)
         for info in closure.modules:
             have = shipped.get(info.name)
-            if have is not None:
-                # a file is looked at for changes a few times a second at most (the modules the job
-                # refers to directly) or once a second (those it reaches through imports)
-                if now - _checked.get(info.name, 0.0) < (_RECHECK_DIRECT if info.name in direct else _RECHECK):
+            if have is not None and info.name not in direct:
+                # the modules the job refers to are looked at on every call ("the next call after a
+                # change" is told); those it only reaches through imports, once a second at most
+                if now - _checked.get(info.name, 0.0) < _RECHECK:
                     continue
             _checked[info.name] = now
             try:
@@ -123,6 +123,11 @@ def prepare(seeds: List[str], store: FlatStore, session: str, server_path: List[
             _versions[store.dir] = _versions.get(store.dir, 0) + len(fresh)
         out.version = _versions.get(store.dir, 0)
     out.modules = closure.names
+    roots = set()
+    for info in closure.modules:  # the directories the shipped modules came from are the project's too
+        if info.path.endswith(info.relpath):
+            roots.add(info.path[: -len(info.relpath)].rstrip(os.sep) or os.sep)
+    out.project_dirs = sorted(roots)
     shipped_names = set(out.modules)
     out.seeds = sorted(s for s in seeds if s in shipped_names)
     for ext in closure.extensions:

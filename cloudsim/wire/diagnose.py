@@ -83,8 +83,28 @@ def _deep_text(first: str) -> str:
             "  See: docs/pitfalls.md#unpicklable  [pitfall: unpicklable]")
 
 
+def _fallback(first: str, exc: BaseException, pid: str, broken: BaseException) -> str:
+    """The message when the walk itself failed: the original error, still in the usual layout."""
+    lines = str(exc).strip().splitlines() or [""]
+    head = lines[0] if isinstance(exc, CloudPicklingError) else f"{type(exc).__name__}: {lines[0]}"
+    return (f"{first}: {head}\n"
+            f"  (cloudsim could not find the culprit: {type(broken).__name__}: {broken})\n"
+            f"  See: docs/pitfalls.md#{pid}  [pitfall: {pid}]")
+
+
 def _unpicklable(obj: Any, label: str, what: str, first: str, exc: BaseException,
                  pickler_cls: type, limit: Optional[int]) -> Tuple[str, type]:
+    try:
+        return _unpicklable_walk(obj, label, what, first, exc, pickler_cls, limit)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as broken:  # the walk is a help: never hide the error it explains
+        cls = TransmitSizeError if isinstance(exc, TransmitSizeError) else CloudPicklingError
+        return _fallback(first, exc, "unpicklable", broken), cls
+
+
+def _unpicklable_walk(obj: Any, label: str, what: str, first: str, exc: BaseException,
+                      pickler_cls: type, limit: Optional[int]) -> Tuple[str, type]:
     if _is_recursion(exc):
         return _deep_text(first), CloudPicklingError
     tree = _walker(pickler_cls, limit, float("inf")).walk(obj, label)
@@ -109,6 +129,18 @@ def unpicklable(obj: Any, what: str, root: Optional[str], exc: BaseException,
 
 def _too_big(obj: Any, label: str, what: str, first: str, size: int, limit: int,
              pickler_cls: type, role: str = "") -> str:
+    try:
+        return _too_big_walk(obj, label, what, first, size, limit, pickler_cls, role)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as broken:  # the walk is a help: never hide the error it explains
+        return (f"{first}\n  (cloudsim could not list the largest parts: {type(broken).__name__}: {broken})\n"
+                f"  Fix: pass only what the job needs, or {_explain.LIMIT_FIX}.\n"
+                "  See: docs/pitfalls.md#transmit-size  [pitfall: transmit-size]")
+
+
+def _too_big_walk(obj: Any, label: str, what: str, first: str, size: int, limit: int,
+                  pickler_cls: type, role: str = "") -> str:
     walker = _walker(pickler_cls, limit, max(1024.0, size / 50))
     walker._measured[id(obj)] = (size, None)  # known already: do not pickle the whole piece again
     walker._keep.append(obj)

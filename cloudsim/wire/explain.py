@@ -67,8 +67,12 @@ def _hint(node: Node) -> Tuple[str, str, str]:
             "unpicklable")
 
 
-def _transient_fix(node: Node) -> Optional[str]:
-    if node.attr is None or node.owner is None:
+def _transient_fix(tree: Node, target: Optional[Node]) -> Optional[str]:
+    """Advice on ``__transient__`` for the attribute nearest above (or at) ``target``, if any."""
+    if target is None:
+        return None
+    node = next((n for n in reversed(tree.chain(target)) if n.attr is not None and n.owner is not None), None)
+    if node is None or node.attr is None or node.owner is None:
         return None
     if node.owner_decides:
         return (f"leave {node.attr!r} out of what {node.owner}.__getstate__/__reduce__ returns "
@@ -110,7 +114,7 @@ def unpicklable_text(first: str, tree: Node, exc: BaseException, log: str) -> Tu
         body = [line for line in cause_lines[1:] if line.strip()]
         see = [line for line in body if line.strip().startswith("See:")]
         lines.extend(line for line in body if not line.strip().startswith("See:"))
-        extra = _transient_fix(culprit) if culprit is not None else None
+        extra = _transient_fix(tree, culprit)
         if extra:
             lines.append(f"  Or: {extra}.")
         lines.extend(see)
@@ -124,7 +128,7 @@ def unpicklable_text(first: str, tree: Node, exc: BaseException, log: str) -> Tu
             glob = _global_name(culprit.path)
             if glob is not None:
                 why += f" It is reached through the global {glob[0]!r}, which travels with the function {glob[1]}()."
-            extra = _transient_fix(culprit)
+            extra = _transient_fix(tree, culprit)
             if extra:
                 fix += f"; or {extra}"
         else:
@@ -174,7 +178,7 @@ def size_text(first: str, tree: Node, size: int, limit: int, log: str, role: str
     fixes = ["return less data (store large results with cloud.files or in a database)" if role == "result"
              else "pass only what the job needs"]
     if deepest is not None:
-        extra = _transient_fix(deepest)
+        extra = _transient_fix(tree, deepest)
         if extra:
             fixes.append(extra)
     fixes.append("store large data with cloud.files and fetch it in the job")

@@ -29,6 +29,7 @@ import sys
 from typing import Any, Optional, Tuple
 
 from cloudsim.errors import CloudPicklingError, TransmitSizeError
+from cloudsim.wire.explain import LIMIT_FIX
 
 __all__ = ["FILE_TYPES", "is_file_method", "reduce_file", "refuse_file_method", "rebuild_file"]
 
@@ -119,7 +120,7 @@ def reduce_file(obj: Any, limit: Optional[int]) -> Any:
         return getattr, (sys, "stderr")
     name = _display_name(obj)
     if _is_std(obj, ("stdin", "__stdin__")) or getattr(obj, "name", None) in (0, "<stdin>"):
-        raise _refuse(name, "Cannot pickle standard input",
+        raise _refuse(name, "it is standard input",
                       "a job cannot read the client's standard input; only real files can be sent.",
                       "read the input in the client and pass the data, e.g. cloud.call(f, sys.stdin.read()).")
     if getattr(obj, "closed", False):
@@ -151,7 +152,7 @@ def reduce_file(obj: Any, limit: Optional[int]) -> Any:
     mode = getattr(obj, "mode", "")
     if writable or not readable:
         shown = f"mode {mode!r}" if isinstance(mode, str) and mode else "write mode"
-        raise _refuse(name, f"Cannot pickle files that are not opened read-only ({shown})",
+        raise _refuse(name, f"it is open for writing ({shown})",
                       "files cannot be open for writing: the job would write into a copy that never comes back "
                       "(r+, w, a, x and every '+' mode are refused).",
                       _FIX_READONLY + "; return what the job writes instead.")
@@ -187,8 +188,7 @@ def reduce_file(obj: Any, limit: Optional[int]) -> Any:
             f"Cannot pickle file {name} as it exceeds max_transmit_size of {limit:,} bytes "
             f"(the file has {st.st_size:,} bytes).\n"
             "  Why: a file's contents travel whole with every call, and each piece is limited (pitfall: transmit-size).\n"
-            "  Fix: store the file with cloud.files and fetch it in the job, "
-            "or raise max_transmit_size (at most 16,000,000).\n"
+            f"  Fix: store the file with cloud.files and fetch it in the job, or {LIMIT_FIX}.\n"
             "  See: docs/pitfalls.md#transmit-size  [pitfall: transmit-size]"
         )
     try:

@@ -6,10 +6,18 @@ cloudpickle on its own and checked on its own against ``max_transmit_size``
 (``transmit-size``: sizes are never summed). Pickling happens at call time, so
 the job gets a copy of the data as it was then (``pass-by-value``).
 
-Which objects travel by value is one policy, :func:`travels_by_value`: code
-of the user's own modules goes by value (the server has no copy of it);
-the standard library, installed packages and cloudsim itself go by reference
-(the server has them installed).
+Which code travels by value is one policy, :func:`travels_by_value`: only
+``__main__``'s (the server has a different ``__main__``). The user's own
+modules travel by reference, like the standard library and installed
+packages, because ``cloudsim.shipping`` sends them to the server's flat
+module directory; the pickler notes which modules a pickle refers to
+(:class:`collecting`), and those are the seeds of that shipping.
+
+On top of that policy, :class:`_WirePickler` (call/map) and :class:`_ResultPickler`
+(return values, in the worker) apply PiCloud's rules (``rules.py``: files,
+``__transient__``, refused types). Success costs one pickling and nothing more;
+only a failure or an oversized piece is walked (``diagnose.py``) to name the
+culprit's path or the largest parts and to write a serialization log.
 """
 
 from __future__ import annotations
@@ -29,7 +37,6 @@ import cloudpickle
 from cloudsim.errors import CloudPicklingError, TransmitSizeError
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
-_HELP = "Please see docs/pitfalls.md#unpicklable for more information about pickle errors."
 
 
 def _installed_roots() -> Tuple[str, ...]:
@@ -142,18 +149,6 @@ def dumps(obj: Any, limit: Optional[int] = None, what: str = "the object") -> by
         from cloudsim.wire import diagnose
 
         raise diagnose.unpicklable(obj, what, None, exc, _WirePickler, limit) from exc
-
-
-def check_size(data: bytes, what: str, limit: int) -> None:
-    """Raise TransmitSizeError when one serialized piece is over ``limit`` bytes (no culprit search)."""
-    if len(data) > limit:
-        raise TransmitSizeError(
-            f"{what} would send {len(data):,} bytes; the limit max_transmit_size is {limit:,} bytes.\n"
-            "  Why: each serialized piece of a job is limited, so large data is not sent by accident (pitfall: transmit-size).\n"
-            "  Fix: pass only what the job needs (store large data with cloud.files), "
-            "or raise max_transmit_size (at most 16,000,000).\n"
-            "  See: docs/pitfalls.md#transmit-size"
-        )
 
 
 def serialize(obj: Any, what: str, limit: int, root: Optional[str] = None) -> bytes:

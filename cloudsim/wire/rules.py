@@ -69,7 +69,9 @@ class RulesMixin:
 
     def reducer_override(self, obj: Any) -> Any:
         cls = type(obj)
-        rule: Optional[Callable[["RulesMixin", Any], Any]] = _TYPE_RULES.get(cls)
+        rule = _TYPE_RULES.get(cls, _UNKNOWN)
+        if rule is _UNKNOWN:
+            rule = _rule_for_new_type(cls)
         if rule is not None:
             return rule(self, obj)
         if cls is types.BuiltinMethodType or cls is types.MethodType:
@@ -90,6 +92,22 @@ def _refused_rule(pickler: RulesMixin, obj: Any) -> Any:
     raise refuse_type(obj)
 
 
-# exact type -> rule(pickler, obj) returning a reduction or raising
-_TYPE_RULES: Dict[type, Callable[[RulesMixin, Any], Any]] = {t: _file_rule for t in _files.FILE_TYPES}
+# type -> rule(pickler, obj) returning a reduction or raising, or None for "no rule"; filled
+# lazily for subclasses (pytest's captured sys.stdout is a TextIOWrapper subclass), e.g.
+# {io.TextIOWrapper: _file_rule, itertools.count: _refused_rule, Point: None}
+_TYPE_RULES: Dict[type, Optional[Callable[[RulesMixin, Any], Any]]] = {t: _file_rule for t in _files.FILE_TYPES}
 _TYPE_RULES.update({t: _refused_rule for t in REFUSED_TYPES})
+_FIXED = dict(_TYPE_RULES)
+_UNKNOWN = object()
+
+
+def _rule_for_new_type(cls: type) -> Optional[Callable[[RulesMixin, Any], Any]]:
+    if len(_TYPE_RULES) > 50_000:  # many dynamic classes: start again from the fixed rules
+        _TYPE_RULES.clear()
+        _TYPE_RULES.update(_FIXED)
+    try:
+        rule = _file_rule if issubclass(cls, _files.FILE_TYPES) else None
+    except TypeError:
+        rule = None
+    _TYPE_RULES[cls] = rule
+    return rule

@@ -125,6 +125,16 @@ class Node:
     def culprits(self) -> List["Node"]:
         return [n for n in self.iter() if n.culprit]
 
+    def chain(self, target: "Node") -> List["Node"]:
+        """The nodes from this one down to ``target`` (inclusive), or [] when it is not below."""
+        if self is target:
+            return [self]
+        for child in self.children:
+            below = child.chain(target)
+            if below:
+                return [self] + below
+        return []
+
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"path": self.path, "type": self.type, "size": self.size}
         if self.error is not None:
@@ -148,7 +158,8 @@ class Node:
         elif self.failed:
             mark = "   (failed)"
         note = f"   [{self.note}]" if self.note else ""
-        yield f"{'  ' * indent}{self.path}  ({self.type}, {format_size(self.size)}){mark}{note}"
+        size = format_size(self.size) if self.size is not None else "cannot be pickled"
+        yield f"{'  ' * indent}{self.path}  ({self.type}, {size}){mark}{note}"
         for child in self.children:
             yield from child.lines(indent + 1)
 

@@ -424,15 +424,6 @@ def test_check_bad_targets_are_usage_errors(target: str, message: str, mods: Pat
     assert message in proc.stderr
 
 
-def test_check_says_when_cloudsim_check_is_missing(mods: Path, server_root: Path) -> None:
-    """Without cloudsim.check (an import that fails), the subcommand says it is not available and exits 1."""
-    code = ("import sys; sys.modules['cloudsim.check'] = None\n"
-            "from cloudsim.cli import main\nsys.exit(main(['check', 'mods:square', '3']))")
-    proc = command(["-c", code], root=server_root, cwd=mods, exe=[sys.executable])
-    assert proc.returncode == 1, show(proc)
-    assert "cloudsim check is not available" in proc.stderr
-
-
 # ------------------------------------------------------------------ demo
 def test_demo(tmp_path: Path, server_root: Path) -> None:
     """demo runs examples/demo.py to the end and exits 0."""

@@ -109,7 +109,6 @@ with open("mymod.py", "w") as f:
     f.write("def version():\\n    return 2\\n")
 os.utime("mymod.py", ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
 importlib.reload(mymod)
-time.sleep(0.3)  # the client looks at a shipped file a few times a second at most
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     second = cloud.result(cloud.call(mymod.version))
