@@ -71,6 +71,9 @@ _in_hook = False  # the hook's own work must not be checked again
 # (root with a trailing separator, is_project), longest first, e.g. [('/work/p/.venv/', False), ('/work/p/', True)]
 _roots: List[Tuple[str, bool]] = []
 _base: Tuple[List[str], List[str]] = ([], [])  # the project dirs and allowed roots from install()
+_base_roots: List[Tuple[str, bool]] = []  # the decision table of _base
+# a job's extra project dirs -> the decision table with them, e.g. {('/proj',): [('/proj/.venv/', False), ...]}
+_tables: Dict[Tuple[str, ...], List[Tuple[str, bool]]] = {}
 # what the running job was refused: (kind, path, mode), kind 'open' or 'sqlite'
 _found: List[Tuple[str, str, str]] = []
 _linecache_files: frozenset = frozenset()
@@ -166,8 +169,10 @@ def install(settings: dict) -> None:
 
     project = [d for d in settings.get("project_dirs") or [] if isinstance(d, str)]
     allowed = _allowed_roots(settings)
+    global _base_roots
     _base = (project, allowed)
     configure(project, allowed)
+    _base_roots = _roots
     _linecache_files = frozenset(f for f in (getattr(linecache, "__file__", None), getattr(tokenize, "__file__", None)) if f)
     sys.addaudithook(_audit)
 
@@ -175,9 +180,15 @@ def install(settings: dict) -> None:
 def before(job: Any) -> None:
     """Arm the hook for this job (with its own extra project dirs, if its options carry any)."""
     global _active
+    global _roots
     extra = (job.opts or {}).get("project_dirs")
     if extra:
-        configure(list(_base[0]) + [d for d in extra if isinstance(d, str)], _base[1])
+        key = tuple(extra)
+        table = _tables.get(key)
+        if table is None:  # resolving the roots costs a realpath each: once per distinct set of dirs
+            configure(list(_base[0]) + [d for d in extra if isinstance(d, str)], _base[1])
+            table = _tables[key] = _roots
+        _roots = table
         job.scratch[__name__] = True
     _found.clear()
     _real_dirs.clear()  # a job may have changed symlinks since the last one
@@ -188,8 +199,9 @@ def after(job: Any) -> None:
     """Disarm the hook and record a pitfall for each project file the job was refused."""
     global _active
     _active = False
+    global _roots
     if job.scratch.pop(__name__, None):
-        configure(*_base)
+        _roots = _base_roots
     if not _found:
         return
     seen = set()
