@@ -11,7 +11,7 @@ still validated and recorded in ``info``, never silently misread.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 from cloudsim.errors import CloudException
 

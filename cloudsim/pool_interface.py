@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Iterable, List, Optional, Sequence
 
 from cloudsim.errors import CloudDeadlockError, CloudException, CloudTimeoutError
 

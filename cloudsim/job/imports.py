@@ -16,7 +16,7 @@ import importlib
 import importlib.abc
 import random
 import sys
-from typing import Dict, Optional
+from typing import Dict
 
 _unshipped: Dict[str, str] = {}
 _version = 0

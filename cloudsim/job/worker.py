@@ -24,7 +24,6 @@ import resource
 import signal
 import socket
 import sys
-import threading
 import time
 import traceback
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple

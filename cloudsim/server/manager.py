@@ -35,7 +35,7 @@ from cloudsim.errors import CloudDeadlockError, CloudException, CloudTimeoutErro
 from cloudsim.server import protocol
 from cloudsim.server.pool import ServerProcess, WorkerHandle, kill_worker_tree
 from cloudsim.server.scheduler import (
-    DONE, ERROR, FAILED, FINISHED, KILLED, PROCESSING, QUEUED, STALLED, WAITING, Job, Scheduler,
+    DONE, ERROR, KILLED, PROCESSING, QUEUED, STALLED, Job, Scheduler,
 )
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import sysconfig
-import time
 from collections import deque
 from typing import Deque, Dict, List, Optional
 
@@ -74,19 +72,9 @@ zygote.main(cfg["control"], cfg["fds"], cfg["settings"])
 
 def server_sys_path(module_dir: str) -> List[str]:
     """The server's ``sys.path``: the client's installed-code entries, then the flat module directory."""
-    roots = set()
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        path = sysconfig.get_paths().get(key)
-        if path:
-            roots.add(os.path.realpath(path))
-    try:
-        import site
+    from cloudsim.shipping.analysis import installed_roots
 
-        roots.update(os.path.realpath(p) for p in site.getsitepackages())
-        if site.ENABLE_USER_SITE and site.USER_SITE:
-            roots.add(os.path.realpath(site.USER_SITE))
-    except Exception:  # pragma: no cover
-        pass
+    roots = installed_roots()
     out: List[str] = []
     for entry in sys.path:
         if not entry:

@@ -24,7 +24,7 @@ import struct
 import threading
 from typing import Any, List, Optional, Tuple
 
-__all__ = ["Channel", "ChannelClosed", "send_fd", "recv_fd"]
+__all__ = ["Channel", "ChannelClosed", "send_fd", "recv_fd", "describe_returncode"]
 
 # client -> server (control)
 SPAWN = "spawn"  # ("spawn", worker_id, worker_dir)
@@ -161,12 +161,6 @@ def recv_fd(sock: socket.socket) -> int:
     if not fds:
         raise ChannelClosed("no file descriptor received")
     return fds[0]
-
-
-def socketpair() -> Tuple[socket.socket, socket.socket]:
-    """A connected pair of stream sockets whose ends are not inherited by exec'd children."""
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    return a, b
 
 
 def describe_returncode(returncode: Optional[int]) -> str:

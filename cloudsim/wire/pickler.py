@@ -23,49 +23,15 @@ culprit's path or the largest parts and to write a serialization log.
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import sys
-import sysconfig
-import site
 import threading
 import types
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Optional
 
 import cloudpickle
 
-from cloudsim.errors import CloudPicklingError, TransmitSizeError
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
-
-
-def _installed_roots() -> Tuple[str, ...]:
-    """Directories whose modules the server has installed: the standard library and site-packages."""
-    roots = set()
-    if os.environ.get("CLOUDSIM__SERVER"):
-        # On the server, sys.path was laid out by the client: everything but the
-        # flat module directory is installed code.
-        module_dir = os.environ.get("CLOUDSIM__MODULE_DIR", "")
-        roots.update(os.path.realpath(p) for p in sys.path if p and os.path.realpath(p) != os.path.realpath(module_dir))
-        return tuple(sorted(roots))
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        path = sysconfig.get_paths().get(key)
-        if path:
-            roots.add(os.path.realpath(path))
-    try:
-        roots.update(os.path.realpath(p) for p in site.getsitepackages())
-    except AttributeError:  # pragma: no cover - virtualenv's old site.py
-        pass
-    user_site = getattr(site, "USER_SITE", None)
-    if user_site and site.ENABLE_USER_SITE:
-        roots.add(os.path.realpath(user_site))
-    return tuple(sorted(roots))
-
-
-_ROOTS: Optional[Tuple[str, ...]] = None
-# module name -> True when its code travels by value
-_BY_VALUE: Dict[str, bool] = {}
-_LOCK = threading.Lock()
 
 
 def travels_by_value(module_name: Optional[str]) -> bool:
