@@ -109,6 +109,22 @@ class CloudsimContender(Contender):
             self.cloud.close()
 
 
+class CloudsimNoChecks(CloudsimContender):
+    """cloudsim with the job-side checks (sandbox, data files, leaks, globals, pass-by-value) left out."""
+
+    label = "cloudsim, no checks"
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root, self.label)
+
+    def open(self, slots: int) -> None:
+        os.environ["CLOUDSIM__NO_CHECKS"] = "1"  # read by the server when it starts
+        try:
+            super().open(slots)
+        finally:
+            del os.environ["CLOUDSIM__NO_CHECKS"]
+
+
 class PoolContender(Contender):
     """``multiprocessing.Pool(slots)`` with the platform's default start method."""
 
@@ -325,6 +341,35 @@ def round_trip(ctx: Context) -> List[Row]:
             {k: statistics.median(v) * 1e3 for k, v in samples.items()}, note),
         Row("tiny-job round trip, p90", "ms", "lower", {k: p90(v) * 1e3 for k, v in samples.items()}, note),
     ]
+
+
+@benchmark
+def checks_cost(ctx: Context) -> List[Row]:
+    """1b. What cloudsim's job-side checks cost per job: the tiny round trip with and without them."""
+    n = ctx.scale(2000, 300)
+    warm = ctx.scale(200, 50)
+
+    def body(c: Contender) -> List[float]:
+        timed_calls(c, inc, range(warm), lambda a, v: v == a + 1)
+        return timed_calls(c, inc, range(n), lambda a, v: v == a + 1)
+
+    rounds = ctx.scale(3, 1)
+    medians: Dict[str, List[float]] = {"cloudsim": [], "cloudsim, no checks": []}
+    for _ in range(rounds):  # alternate, so load on the machine hits both alike
+        got = ctx.each(WORKERS, body, only=[CloudsimContender, CloudsimNoChecks])
+        for label, samples in got.items():
+            medians[label].append(statistics.median(samples) * 1e6)
+    with_checks = statistics.median(medians["cloudsim"]) if medians["cloudsim"] else None
+    without = statistics.median(medians["cloudsim, no checks"]) if medians["cloudsim, no checks"] else None
+    note = (f"median of {rounds} alternating runs of {n} round trips; checks: network sandbox, data files, "
+            "leaked threads and subprocesses, changed globals, pass-by-value")
+    rows = [Row("tiny round trip with every check, median", "us", "lower",
+                {"cloudsim": with_checks}, note, info_only=True,
+                details={"with": medians["cloudsim"], "without": medians["cloudsim, no checks"]})]
+    if with_checks is not None and without is not None:
+        rows.append(Row("checks' cost per job (difference)", "us", "lower", {"cloudsim": with_checks - without},
+                        f"without checks: {without:.0f} us", info_only=True))
+    return rows
 
 
 @benchmark

@@ -361,3 +361,36 @@ cloud.close()
     assert all(int(seed) == shown for seed, (_, shown) in got["seen"].items())
     for seed in ("0", "1"):
         assert got["again"][seed] == got["seen"][seed][0], "the same seed gives the same order"
+
+
+def test_a_project_installed_in_editable_mode_is_user_code_and_shipped(tmp_path: Path) -> None:
+    """An editable install (a finder on sys.meta_path pointing into the project, as setuptools makes) is the
+    user's code: the server does not share the client's finder, so the package is shipped like any other."""
+    project = tmp_path / "proj"
+    write(project, {
+        "src/edpkg/__init__.py": "from edpkg import core\n",
+        "src/edpkg/core.py": "def answer():\n    return 'from the editable project'\n",
+    })
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    rc, out, err = run_client(workdir, PRELUDE + f"""
+import importlib.abc, importlib.util, sys
+SRC = {str(project / 'src')!r}
+
+class EditableFinder(importlib.abc.MetaPathFinder):   # what `pip install -e` puts on sys.meta_path
+    def find_spec(self, name, path=None, target=None):
+        if name == "edpkg" or name.startswith("edpkg."):
+            from importlib.machinery import PathFinder
+            return PathFinder.find_spec(name, [SRC] if name == "edpkg" else path)
+        return None
+
+sys.meta_path.append(EditableFinder())
+from edpkg import core
+out(value=cloud.result(cloud.call(core.answer)), module_dir=cloud.connection_info()["module_dir"])
+cloud.close()
+""", tmp_path / "srv")
+    assert rc == 0, err
+    got = results(out)
+    assert got["value"] == "from the editable project"
+    shipped = Path(got["module_dir"]) / "edpkg"
+    assert (shipped / "__init__.py").exists() and (shipped / "core.py").exists()
