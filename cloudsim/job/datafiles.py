@@ -140,6 +140,11 @@ def _allowed_roots(settings: dict) -> List[str]:
     for prefix in (sys.prefix, sys.exec_prefix, getattr(sys, "base_prefix", ""), getattr(sys, "base_exec_prefix", "")):
         if prefix:
             found.add(prefix)
+    # The server runs without site processing, so sys.prefix is the base interpreter's even when
+    # the client runs in a virtualenv (often one inside the project): every entry of the server's
+    # sys.path is installed code, and so is the environment the interpreter was started from.
+    found.update(p for p in sys.path if p)
+    found.add(os.path.dirname(os.path.dirname(os.path.abspath(sys.executable))))
     try:
         found.update(site.getsitepackages())
         if site.ENABLE_USER_SITE and site.USER_SITE:
