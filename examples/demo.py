@@ -64,10 +64,14 @@ def main() -> None:
         f"jids {jids[0]}..{jids[-1]} -> {cloud.result(jids)}")
 
     data = [1, 2]
-    new = cloud.result(cloud.call(increment_first, data))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        new = cloud.result(cloud.call(increment_first, data))
+    told = [str(w.message).splitlines()[0] for w in caught if issubclass(w.category, cloud.PassByValueWarning)]
     say("3. Arguments are copied to the cloud (pass-by-value)",
         f"The job changed its copy to {new}; the client's list is still {data}.\n"
-        "Only the return value comes back: return what you change.")
+        "Only the return value comes back: return what you change.\n"
+        + (f"cloudsim noticed and warned: {told[0]}" if told else ""))
 
     jid = cloud.call(divide, 1, 0)
     try:
