@@ -22,6 +22,7 @@ culprit's path or the largest parts and to write a serialization log.
 
 from __future__ import annotations
 
+import collections
 import io
 import pickle
 import threading
@@ -60,8 +61,22 @@ class collecting:
         _collecting.seeds = self.previous
 
 
+def _code_reduce_keeping_filename(code: types.CodeType) -> Any:
+    """cloudpickle's code reducer, but the code keeps its file name, so a job's traceback names the
+    client's file and line, as PiCloud's did (cloudpickle writes '<dynamic-code>' instead)."""
+    rebuild, args = _CLOUDPICKLE_CODE_REDUCE(code)
+    return rebuild, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+
+_CLOUDPICKLE_CODE_REDUCE = getattr(getattr(cloudpickle, "cloudpickle", None), "_code_reduce", None)
+
+
 class _Pickler(cloudpickle.Pickler):
     """cloudpickle, noting which modules the pickle refers to by reference (the seeds of shipping)."""
+
+    if _CLOUDPICKLE_CODE_REDUCE is not None:
+        dispatch_table = collections.ChainMap({types.CodeType: _code_reduce_keeping_filename},
+                                              cloudpickle.Pickler.dispatch_table)
 
     def reducer_override(self, obj: Any) -> Any:
         seeds = getattr(_collecting, "seeds", None)
