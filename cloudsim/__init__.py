@@ -15,31 +15,9 @@ is reported with what happened, why, and how to fix it.
 
 from __future__ import annotations
 
-from cloudsim.client import (
-    c1,
-    c2,
-    call,
-    close,
-    connection_info,
-    delete,
-    finished,
-    finished_statuses,
-    info,
-    iresult,
-    is_simulated,
-    join,
-    kill,
-    m1,
-    map,
-    result,
-    running_on_cloud,
-    setkey,
-    start_simulator,
-    status,
-)
-from cloudsim.alias import install_cloud_alias
-from cloudsim.check import check
-from cloudsim.config import config
+import sys as _sys
+from typing import Any as _Any
+
 from cloudsim.errors import (
     CloudDeadlockError,
     CloudException,
@@ -53,11 +31,6 @@ from cloudsim.errors import (
 from cloudsim.pitfalls import *  # noqa: F401,F403 - the warning categories, for -W error::cloudsim.<Category>
 from cloudsim import pitfalls as _pitfalls_module
 
-from cloudsim import client as _client
-from cloudsim import files  # PiCloud imported cloud.files with cloud
-
-_client.bind_api(__import__("sys").modules[__name__])  # see client.REBOUND (pitfall: cloud-import-from)
-
 __version__ = "0.1.0"
 
 __all__ = [
@@ -67,3 +40,56 @@ __all__ = [
     "CloudException", "CloudTimeoutError", "CloudDeadlockError", "TransmitSizeError",
     "CloudPicklingError", "ConfigError", "PitfallError", "NotStartedError",
 ] + list(_pitfalls_module.__all__)
+
+# The API and the client side are loaded on first use, not on `import cloudsim`: the simulated
+# server imports this package too (its job runtime lives in it), and must start fast.
+_PLAIN = ("c1", "c2", "m1", "finished_statuses", "setkey", "start_simulator")
+_SUBMODULES = ("client", "config", "check", "files", "alias", "keywords", "pool_interface", "cli", "shipping",
+               "server", "job", "wire")
+_loaded = False
+
+
+def _load() -> None:
+    """Import the client side and put the API on this module (once)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    from cloudsim import client as _client
+    from cloudsim.config import config as _config
+
+    module = _sys.modules[__name__]
+    for name in _PLAIN:
+        setattr(module, name, getattr(_client, name))
+    module.config = _config  # the settings object, not the cloudsim.config module
+    _client.bind_api(module)  # see client.REBOUND (pitfall: cloud-import-from)
+
+
+# names served on first use by importing where they live: (module, attribute or None for the module)
+_ON_DEMAND = {
+    "files": ("cloudsim.files", None),  # PiCloud imported cloud.files with cloud
+    "check": ("cloudsim.check", "check"),
+    "install_cloud_alias": ("cloudsim.alias", "install_cloud_alias"),
+}
+
+
+def __getattr__(name: str) -> _Any:
+    import importlib
+
+    if name in _ON_DEMAND:
+        where, attr = _ON_DEMAND[name]
+        value = importlib.import_module(where)
+        value = value if attr is None else getattr(value, attr)
+        globals()[name] = value
+        return value
+    if not _loaded and (name in __all__ or name in _SUBMODULES):
+        _load()
+        if name in globals():
+            return globals()[name]
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__all__))

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import importlib.abc
 import importlib.machinery
 import sys
 from types import ModuleType
 from typing import Optional, Sequence
 
 
-class _AliasLoader(importlib.abc.Loader):
+class _AliasLoader:
+    """Gives the already imported cloudsim module (or submodule) for a ``cloud`` name."""
+
     def __init__(self, target: str) -> None:
         self.target = target
 
@@ -29,7 +30,7 @@ class _AliasLoader(importlib.abc.Loader):
         """The target module is already executed; nothing to do."""
 
 
-class CloudAliasFinder(importlib.abc.MetaPathFinder):
+class CloudAliasFinder:
     """Resolves ``cloud`` and ``cloud.*`` to ``cloudsim`` and ``cloudsim.*``."""
 
     def find_spec(self, fullname: str, path: Optional[Sequence[str]] = None, target: Optional[ModuleType] = None):

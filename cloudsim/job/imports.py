@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import random
 import sys
 from typing import Dict
@@ -22,10 +21,10 @@ _unshipped: Dict[str, str] = {}
 _version = 0
 
 
-class _UnshippedFinder(importlib.abc.MetaPathFinder):
+class _UnshippedFinder:
     """Last on sys.meta_path: explains why a module of the user's is missing on the cloud."""
 
-    def find_spec(self, fullname: str, path=None, target=None):  # type: ignore[override]
+    def find_spec(self, fullname: str, path=None, target=None):
         reason = _unshipped.get(fullname)
         if reason is not None:
             raise ModuleNotFoundError(f"No module named '{fullname}' on the cloud: {reason}", name=fullname)

@@ -137,7 +137,7 @@ class Simulator:
 
     # ------------------------------------------------------------------ life
     def start(self) -> None:
-        self.server.start(self.settings.startup_timeout)
+        self.server.start(self.settings.startup_timeout, while_waiting=_warm_up)
         assert self.server.control is not None
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
         self.selector.register(self.server.control.fileno(), selectors.EVENT_READ, self.server.control)
@@ -755,6 +755,12 @@ class Simulator:
         if self.server.pid:
             pids.insert(0, self.server.pid)
         return pids
+
+
+def _warm_up() -> None:
+    """What the first call will need, imported while the server starts (the client waits anyway)."""
+    from cloudsim.server import info  # noqa: F401
+    from cloudsim.shipping import snapshot  # noqa: F401
 
 
 def _project_dirs() -> List[str]:

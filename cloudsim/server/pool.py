@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 from collections import deque
-from typing import Deque, Dict, List, Optional
+from typing import Callable, Deque, Dict, List, Optional
 
 import psutil
 
@@ -137,7 +137,7 @@ class ServerProcess:
         self.pid: Optional[int] = None
         self.info: dict = {}
 
-    def start(self, timeout: float) -> None:
+    def start(self, timeout: float, while_waiting: Optional[Callable[[], None]] = None) -> None:
         control_a, control_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fd_a, fd_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         home = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -168,6 +168,8 @@ class ServerProcess:
         self.pid = self.proc.pid
         self.control = protocol.Channel(control_a)
         self.fdsock = fd_a
+        if while_waiting is not None:
+            while_waiting()
         if not self.control.poll(timeout):
             self.kill()
             raise CloudException(
