@@ -51,7 +51,7 @@ import hashlib
 import io
 import os
 import tempfile
-from typing import Any, BinaryIO, Iterator, List, Optional, Union
+from typing import Any, BinaryIO, Iterator, List, Optional, Tuple, Union
 
 from cloudsim.errors import CloudException
 
@@ -172,7 +172,14 @@ def _write_stream(read: Any, name: str) -> None:
     os.makedirs(parent, exist_ok=True)
     tmp_dir = _tmp_dir()
     os.makedirs(tmp_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="put-", dir=tmp_dir)
+    _copy_atomically(read, target, tmp_dir, "put-", limit=(MAX_FILE_SIZE, name), durable=True)
+
+
+def _copy_atomically(read: Any, target: str, tmp_dir: str, prefix: str,
+                     limit: Optional[Tuple[int, str]] = None, durable: bool = False) -> None:
+    """Copy ``read(n)`` chunks to ``target`` through a temporary file in ``tmp_dir`` and a rename, so
+    ``target`` is either the whole copy or untouched. ``limit``: (bytes, name) refused beyond that size."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=tmp_dir)
     try:
         size = 0
         with os.fdopen(fd, "wb") as out:
@@ -183,11 +190,12 @@ def _write_stream(read: Any, name: str) -> None:
                 if isinstance(chunk, str):
                     chunk = chunk.encode("utf-8")
                 size += len(chunk)
-                if size > MAX_FILE_SIZE:
-                    raise ValueError(f"Cannot store files larger than 5GB on cloud.files ({name!r})")
+                if limit is not None and size > limit[0]:
+                    raise ValueError(f"Cannot store files larger than 5GB on cloud.files ({limit[1]!r})")
                 out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
         os.replace(tmp, target)
     except BaseException:
         try:
@@ -451,21 +459,7 @@ def get(name: str, destination: Optional[Union[str, "os.PathLike[str]"]] = None,
             dest = os.path.join(dest, name.split("/")[-1])
         parent = os.path.dirname(os.path.abspath(dest))
         os.makedirs(parent, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".cloudsim-get-", dir=parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                while True:
-                    chunk = cloud_file.read(_CHUNK)
-                    if not chunk:
-                        break
-                    out.write(chunk)
-            os.replace(tmp, dest)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        _copy_atomically(cloud_file.read, dest, parent, ".cloudsim-get-")
     return dest
 
 
