@@ -214,8 +214,6 @@ class Simulator:
                     job.pitfalls.extend(client_pits)
                     job.pitfalls_emitted = len(client_pits)
                 finished.extend(self.sched.add(job, tuple(opts.get("depends_on", ())), opts.get("depends_on_errors", "abort")))
-                if opts.get("max_runtime"):
-                    pass  # armed when the job starts
             for job in finished:
                 self._completed(job)
             self._dispatch()
@@ -585,53 +583,52 @@ class Simulator:
     def collect(self, jids: Sequence[int], timeout: Optional[float], deadlock_check: bool = True,
                 want_results: bool = True, caller: Optional[int] = None) -> List[Outcome]:
         """Wait for jobs to finish and return their outcomes (the facade raises or returns)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self.lock:
             jobs = [self._job(jid) for jid in jids]
             pending = {j.jid for j in jobs if not j.is_finished}
-            waiter = None
-            if pending:
-                waiter = Waiter(len(pending), caller)
+            if not pending:
+                return self._outcomes(jobs, want_results)
+            waiter = Waiter(len(pending), caller)
+            for jid in pending:
+                self._waiters.setdefault(jid, []).append(waiter)
+            if caller is not None and deadlock_check and timeout is None:
+                self._block(caller, pending, waiter)
+        try:
+            waiter.event.wait(timeout)
+        finally:
+            with self.lock:
                 for jid in pending:
-                    self._waiters.setdefault(jid, []).append(waiter)
-                if caller is not None and deadlock_check and timeout is None:
-                    self._block(caller, pending, waiter)
-        if waiter is not None:
-            try:
-                while not waiter.event.wait(None if deadline is None else max(0.0, deadline - time.monotonic())):
-                    break
-            finally:
-                with self.lock:
-                    for jid in pending:
-                        lst = self._waiters.get(jid)
-                        if lst and waiter in lst:
-                            lst.remove(waiter)
-                            if not lst:
-                                del self._waiters[jid]
-                    if caller is not None:
-                        self.sched.unblock(caller)
-                        self._blocked_waiters.pop(caller, None)
-            if waiter.deadlock is not None:
-                raise CloudDeadlockError(waiter.deadlock, jid=caller)
-            if waiter.pending > 0:
-                with self.lock:
-                    remaining = [j.jid for j in jobs if not j.is_finished]
-                if remaining:
-                    raise CloudTimeoutError("cloud.join timed out", jid=remaining if len(remaining) > 1 else remaining[0])
+                    lst = self._waiters.get(jid)
+                    if lst and waiter in lst:
+                        lst.remove(waiter)
+                        if not lst:
+                            del self._waiters[jid]
+                if caller is not None:
+                    self.sched.unblock(caller)
+                    self._blocked_waiters.pop(caller, None)
+                remaining = [j.jid for j in jobs if not j.is_finished]
+                outcomes = None if remaining or waiter.deadlock is not None else self._outcomes(jobs, want_results)
+        if waiter.deadlock is not None:
+            raise CloudDeadlockError(waiter.deadlock, jid=caller)
+        if outcomes is None:
+            raise CloudTimeoutError("cloud.join timed out", jid=remaining if len(remaining) > 1 else remaining[0])
+        return outcomes
+
+    def _outcomes(self, jobs: List[Job], want_results: bool) -> List[Outcome]:
+        """What collect() returns for finished jobs; reports each pitfall and echo once (lock held)."""
         out: List[Outcome] = []
-        with self.lock:
-            for job in jobs:
-                pits: List[dict] = []
-                if len(job.pitfalls) > job.pitfalls_emitted:
-                    pits = job.pitfalls[job.pitfalls_emitted:]
-                    job.pitfalls_emitted = len(job.pitfalls)
-                echo = None
-                if not self.settings.force_redirect_job_output and not job.echoed:
-                    job.echoed = True
-                    echo = (job.stdout or "", job.stderr or "")
-                error = None if job.status == DONE else job_error(job)
-                out.append((job.jid, job.status, job.status == DONE,
-                            job.result if (want_results and job.status == DONE) else None, error, pits, echo))
+        for job in jobs:
+            pits: List[dict] = []
+            if len(job.pitfalls) > job.pitfalls_emitted:
+                pits = job.pitfalls[job.pitfalls_emitted:]
+                job.pitfalls_emitted = len(job.pitfalls)
+            echo = None
+            if not self.settings.force_redirect_job_output and not job.echoed:
+                job.echoed = True
+                echo = (job.stdout or "", job.stderr or "")
+            done = job.status == DONE
+            out.append((job.jid, job.status, done, job.result if (want_results and done) else None,
+                        None if done else job_error(job), pits, echo))
         return out
 
     def _block(self, caller: int, pending: Set[int], waiter: Waiter) -> None:
