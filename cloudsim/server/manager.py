@@ -133,7 +133,6 @@ class Simulator:
         self._store: Any = None
         self._server_path: List[str] = []
         self.thread: Optional[threading.Thread] = None
-        self.started_at = time.time()
 
     # ------------------------------------------------------------------ life
     def start(self) -> None:
@@ -381,7 +380,6 @@ class Simulator:
                     self._dispatch()
             elif tag == protocol.READY:
                 with self.lock:
-                    worker.ready = True
                     self.idle.append(worker)
                     self._dispatch()
             elif tag == protocol.API:
@@ -396,9 +394,7 @@ class Simulator:
             if head.jid == jid:
                 job = head
                 break
-        worker.jobs_run += 1
         if job is not None and job.status == PROCESSING:
-            job.ok = ok
             job.result = payload
             job.exc_type = exc_type
             job.traceback = tb_text
@@ -429,7 +425,6 @@ class Simulator:
             self.workers.pop(worker.wid, None)
             if worker in self.idle:
                 self.idle.remove(worker)
-            worker.lost_at = time.monotonic()
             head = worker.outstanding[0] if worker.outstanding else None
             if head is not None and head.status == PROCESSING and not worker.retiring:
                 if worker.pid in self._exit_codes:
@@ -673,7 +668,6 @@ class Simulator:
             job = self.sched.jobs.get(jid)
             if job is not None and job.status == DONE:
                 job.status = ERROR
-                job.ok = False
                 job.exc_type = "UnpicklingError"
                 job.exception = job.traceback = message
                 job.result = None

@@ -106,7 +106,7 @@ def job_environment(module_dir: str) -> Dict[str, str]:
 class WorkerHandle:
     """The client's end of one worker interpreter."""
 
-    __slots__ = ("wid", "pid", "channel", "outstanding", "ready", "retiring", "lost_at", "jobs_run")
+    __slots__ = ("wid", "pid", "channel", "outstanding", "retiring")
 
     def __init__(self, wid: int, pid: int, channel: protocol.Channel) -> None:
         self.wid = wid
@@ -114,10 +114,7 @@ class WorkerHandle:
         self.channel = channel
         # jobs sent to this worker, in the order it runs them; the first is running
         self.outstanding: Deque = deque()
-        self.ready = False
         self.retiring = False
-        self.lost_at: Optional[float] = None
-        self.jobs_run = 0
 
     def __repr__(self) -> str:
         return f"<worker {self.wid} pid {self.pid} outstanding {len(self.outstanding)}>"

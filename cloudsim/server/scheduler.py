@@ -37,7 +37,7 @@ class Job:
     __slots__ = (
         "jid", "status", "priority", "depends_on", "depends_on_errors", "remaining",
         "spec", "opts", "created", "started", "finished_at", "worker",
-        "ok", "result", "exc_type", "exception", "traceback", "hint",
+        "result", "exc_type", "exception", "traceback", "hint",
         "stdout", "stderr", "runtime", "cpu_user", "cpu_system", "max_rss",
         "pitfalls", "pitfalls_emitted", "echoed", "assigned", "label", "parent",
     )
@@ -56,7 +56,6 @@ class Job:
         self.started: Optional[float] = None
         self.finished_at: Optional[float] = None
         self.worker: Optional[int] = None
-        self.ok = False
         self.result: Optional[bytes] = None
         self.exc_type: Optional[str] = None
         self.exception: Optional[str] = None
