@@ -34,7 +34,7 @@ from cloudsim import pitfalls as _pitfalls_module
 __version__ = "0.1.0"
 
 __all__ = [
-    "start_simulator", "setkey", "close", "files", "is_simulated", "running_on_cloud", "connection_info",
+    "start_simulator", "start_dask", "setkey", "close", "files", "is_simulated", "running_on_cloud", "connection_info",
     "call", "map", "result", "iresult", "join", "status", "finished", "info", "kill", "delete",
     "finished_statuses", "c1", "c2", "m1", "config", "install_cloud_alias", "check",
     "CloudException", "CloudTimeoutError", "CloudDeadlockError", "TransmitSizeError",
@@ -43,9 +43,9 @@ __all__ = [
 
 # The API and the client side are loaded on first use, not on `import cloudsim`: the simulated
 # server imports this package too (its job runtime lives in it), and must start fast.
-_PLAIN = ("c1", "c2", "m1", "finished_statuses", "setkey", "start_simulator")
+_PLAIN = ("c1", "c2", "m1", "finished_statuses", "setkey", "start_simulator", "start_dask")
 _SUBMODULES = ("client", "config", "check", "files", "alias", "keywords", "pool_interface", "cli", "shipping",
-               "server", "job", "wire")
+               "server", "job", "wire", "backend", "dask")
 _loaded = False
 
 

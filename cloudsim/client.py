@@ -2,9 +2,10 @@
 
 This is the facade. It validates what the user passed (types, reserved
 keywords, arity), serializes the job (``cloudsim.wire``), and hands it to a
-backend: the :class:`~cloudsim.server.manager.Simulator` in the client, or,
-inside a job, :class:`InJobBackend`, which forwards every call to the same
-simulated cloud (that is what makes recursion, and its deadlock, real).
+:class:`cloudsim.backend.Backend`: the simulator or a Dask cluster in the
+client, or, inside a job, :class:`InJobBackend`, which forwards every call to
+the client's backend (that is what makes recursion, and its deadlock, real).
+Nothing here knows which backend runs the jobs.
 Everything that comes back is turned into PiCloud's return values and
 exceptions here, and the pitfalls found on a job are emitted once, when its
 outcome is collected.
@@ -35,7 +36,7 @@ c1, c2, m1 = "c1", "c2", "m1"
 MAP_LIMIT = 10_000
 
 _lock = threading.RLock()
-_simulator: Any = None  # the running Simulator, in the client
+_cloud: Any = None  # the running Backend (simulator or Dask), in the client
 _in_job: Optional["InJobBackend"] = None
 
 
@@ -50,7 +51,9 @@ class _JobSettings:
 
 
 class InJobBackend:
-    """The cloud as seen from inside a job: every call is a request to the client's simulator."""
+    """The cloud as seen from inside a job: every call is a request to the client's backend."""
+
+    simulated = True  # answered per call by connection_info(); is_simulated() asks the context
 
     def __init__(self, ctx: _context.JobContext) -> None:
         self.ctx = ctx
@@ -101,12 +104,12 @@ def _backend() -> Any:
         if _in_job is None or _in_job.ctx is not ctx:
             _in_job = InJobBackend(ctx)
         return _in_job
-    sim = _simulator
-    if sim is not None:
-        return sim
+    cloud = _cloud
+    if cloud is not None:
+        return cloud
     if config.use_simulator:
         _start(False, {}, rebind=False)  # a lazy start leaves the functions the user holds valid
-        return _simulator
+        return _cloud
     raise NotStartedError(
         "There is no cloud yet: call cloudsim.start_simulator() (cloud.start_simulator() in PiCloud code) "
         "before using the cloud API, or set CLOUDSIM_USE_SIMULATOR=1 to start it on first use."
@@ -124,23 +127,59 @@ def start_simulator(force_restart: bool = False, **settings: Any) -> None:
 
 
 def _start(force_restart: bool, settings: Dict[str, Any], rebind: bool) -> None:
-    global _simulator
     if _context.current() is not None:
         return
     with _lock:
-        if _simulator is not None and not force_restart and not settings:
+        if _cloud is not None and getattr(_cloud, "simulated", False) and not force_restart and not settings:
             return
         resolved = config.resolve(**settings)
-        if _simulator is not None:
-            _simulator.close()
-            _simulator = None
         from cloudsim.server.manager import Simulator
 
-        sim = Simulator(resolved)
-        sim.start()
-        _simulator = sim
-        if rebind:
-            _rebind()
+        _install(Simulator(resolved), rebind)
+
+
+def _install(backend: Any, rebind: bool) -> None:
+    """Close the running backend, start ``backend`` in its place (lock held)."""
+    global _cloud
+    if _cloud is not None:
+        old, _cloud = _cloud, None
+        old.close()
+    backend.start()
+    _cloud = backend
+    if rebind:
+        _rebind()
+
+
+def start_dask(address: Optional[str] = None, n_workers: Optional[int] = None,
+               dashboard_address: Optional[str] = None, restart_workers: bool = False, **settings: Any) -> None:
+    """Run jobs on a Dask ``distributed`` cluster, behind the same ``cloud`` API and job wrapper.
+
+    Args:
+        address: a running scheduler (``"tcp://host:8786"``); None starts a
+            local cluster of worker processes on loopback, which ``close()``
+            stops again (a cluster given by address is left running).
+        n_workers: the local cluster's worker processes (one job at a time
+            each); default ``max_concurrent_jobs``. Ignored with ``address``.
+        dashboard_address: where the local cluster serves Dask's dashboard
+            (e.g. ``"127.0.0.1:8787"``); off by default.
+        restart_workers: with ``address``, restart the cluster's workers
+            first, so jobs start in fresh interpreters as after
+            ``start_simulator()`` (this ends whatever else runs on them).
+        **settings: as for :func:`start_simulator` (``max_concurrent_jobs``,
+            ``max_transmit_size``, ``network_timeout``, ...).
+
+    Needs the ``dask`` extra (``pip install 'picloud-cloudsim[dask]'``). Always starts
+    afresh: a running simulator or cluster is closed first. Does nothing
+    inside a job.
+    """
+    if _context.current() is not None:
+        return
+    with _lock:
+        resolved = config.resolve(**settings)
+        from cloudsim.dask.backend import DaskBackend
+
+        _install(DaskBackend(resolved, address=address, n_workers=n_workers, dashboard_address=dashboard_address,
+                             restart_workers=restart_workers), rebind=True)
 
 
 def setkey(api_key: Any = None, api_secretkey: Any = None, server_url: Any = None, restart: bool = False,
@@ -154,13 +193,13 @@ def setkey(api_key: Any = None, api_secretkey: Any = None, server_url: Any = Non
 
 
 def close() -> bool:
-    """Stop the simulated cloud and everything it started. True if something was open."""
-    global _simulator
+    """Stop the cloud (simulator or Dask) and everything it started. True if something was open."""
+    global _cloud
     with _lock:
-        sim, _simulator = _simulator, None
-    if sim is None:
+        cloud, _cloud = _cloud, None
+    if cloud is None:
         return False
-    sim.close()
+    cloud.close()
     return True
 
 
@@ -168,8 +207,11 @@ atexit.register(close)
 
 
 def is_simulated() -> bool:
-    """True once the simulator runs (and inside its jobs)."""
-    return _simulator is not None or _context.current() is not None
+    """True while the simulator runs (and inside its jobs); False on a Dask cluster."""
+    ctx = _context.current()
+    if ctx is not None:
+        return bool((getattr(ctx, "settings", None) or {}).get("simulated", True))
+    return _cloud is not None and bool(_cloud.simulated)
 
 
 def running_on_cloud() -> bool:
@@ -179,7 +221,7 @@ def running_on_cloud() -> bool:
 
 def connection_info() -> Dict[str, Any]:
     """How the cloud is reached: ``connection_type`` is ``'simulation'``, with the settings in force."""
-    if _context.current() is None and _simulator is None:
+    if _context.current() is None and _cloud is None:
         return {"opened": False, "connection_type": "simulation" if config.use_simulator else None}
     return _backend().connection_info()
 
@@ -467,8 +509,8 @@ def delete(jids: Any) -> None:
 
 def _simulator_pids() -> List[int]:
     """The server and worker pids of the running simulator (for tests and diagnostics)."""
-    sim = _simulator
-    return sim.process_ids() if sim is not None else []
+    cloud = _cloud
+    return cloud.process_ids() if cloud is not None else []
 
 
 # ------------------------------------------------------------ rebinding
@@ -525,10 +567,10 @@ _fork_warned = False
 def _before_fork() -> None:
     """Warn once when the client forks while the simulator's threads run (pitfall: fork-danger)."""
     global _fork_warned
-    if _simulator is None or _fork_warned:
+    if _cloud is None or _fork_warned:
         return
     _fork_warned = True
-    policy = _simulator.settings.pitfalls
+    policy = _cloud.settings.pitfalls
     if _pitfalls.action_for(policy, "fork-danger") == "ignore":
         return
     rec = _pitfalls.record(

@@ -87,7 +87,7 @@ def _server_root() -> str:
             return str(root)
     from cloudsim import client as _client
 
-    sim = _client._simulator
+    sim = _client._cloud
     if sim is not None:
         return str(sim.root)
     from cloudsim.config import config

@@ -91,7 +91,7 @@ def _simulator_jobs() -> Tuple[Optional[str], Set[int]]:
     """
     from cloudsim import client
 
-    sim = getattr(client, "_simulator", None)
+    sim = getattr(client, "_cloud", None)
     if sim is None:
         return None, set()
     with sim.lock:

@@ -45,6 +45,7 @@ import tempfile
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from cloudsim import pitfalls as _pitfalls
+from cloudsim.job import scope as _scope
 
 __all__ = ["install", "before", "after", "configure", "decide", "roots"]
 
@@ -168,18 +169,24 @@ def _allowed_roots(settings: dict) -> List[str]:
 
 def install(settings: dict) -> None:
     """Once per worker: learn the project tree and add the audit hook (inert until a job starts)."""
-    global _base, _linecache_files
+    global _linecache_files
     import linecache
     import tokenize
 
+    install_settings(settings)
+    _linecache_files = frozenset(f for f in (getattr(linecache, "__file__", None), getattr(tokenize, "__file__", None)) if f)
+    sys.addaudithook(_audit)
+
+
+def install_settings(settings: dict) -> None:
+    """Learn the client's project tree (again, for a later client of a shared Dask worker)."""
+    global _base, _base_roots
     project = [d for d in settings.get("project_dirs") or [] if isinstance(d, str)]
     allowed = _allowed_roots(settings)
-    global _base_roots
     _base = (project, allowed)
     configure(project, allowed)
     _base_roots = _roots
-    _linecache_files = frozenset(f for f in (getattr(linecache, "__file__", None), getattr(tokenize, "__file__", None)) if f)
-    sys.addaudithook(_audit)
+    _tables.clear()
 
 
 def before(job: Any) -> None:
@@ -314,6 +321,8 @@ def _audit(event: str, args: tuple) -> None:
     elif event == "sqlite3.connect":
         handler = _on_sqlite
     else:
+        return
+    if not _scope.applies():
         return
     _in_hook = True
     try:

@@ -62,6 +62,7 @@ import types
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from cloudsim import pitfalls as _pitfalls
+from cloudsim.job import scope as _scope
 
 __all__ = [
     "install",
@@ -113,6 +114,10 @@ _mark = 0
 def _start(self: threading.Thread) -> None:
     """``Thread.start``, keeping where the thread was started (cheap: a few frame fields)."""
     global _started
+    if not _scope.ALL:
+        if not _scope.applies():  # a thread of the Dask worker's own, not the job's
+            return _ORIGINAL_START(self)
+        _scope.mark(self)
     _started = next(_STARTS)
     self._cloudsim_start_number = _started  # type: ignore[attr-defined]
     try:

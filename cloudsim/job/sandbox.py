@@ -48,6 +48,7 @@ import sys
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple, Union
 
 from cloudsim import pitfalls as _pitfalls
+from cloudsim.job import scope as _scope
 
 __all__ = [
     "install",
@@ -358,7 +359,7 @@ def _refusal(sock: Any, address: Any) -> Optional[Tuple[str, str]]:
 
 def _audit(event: str, args: tuple) -> None:
     """The audit hook: refuse connections to the client's network (kept tiny: it sees every event)."""
-    if event not in _WATCHED:
+    if event not in _WATCHED or not _scope.applies():
         return
     verdict = _refusal(args[0], args[1])
     if verdict is not None:
@@ -370,7 +371,7 @@ _ORIGINAL_CONNECT_EX = socket.socket.connect_ex
 
 def _connect_ex(self: socket.socket, address: Any) -> int:
     """``connect_ex`` reports a refusal as its error code, as a refused connection would."""
-    if _refusal(self, address) is not None:
+    if _scope.applies() and _refusal(self, address) is not None:
         return errno.ECONNREFUSED
     return _ORIGINAL_CONNECT_EX(self, address)
 
@@ -388,7 +389,7 @@ _ORIGINAL_LISTEN = socket.socket.listen
 
 def _listen(self: socket.socket, *args: Any) -> None:
     """``socket.socket.listen`` in a job: the cloud's firewall refuses internet sockets."""
-    if self.family in (socket.AF_INET, socket.AF_INET6):
+    if self.family in (socket.AF_INET, socket.AF_INET6) and _scope.applies():
         where = _where_bound(self)
         if len(_REFUSED) < _REFUSED_MAX:
             _REFUSED.append(("no-listen", where, "listen"))

@@ -111,24 +111,52 @@ def _set_parent_death_signal() -> None:
 
 
 class _Output:
-    """Per-job view of the worker's fd 1 and 2 files."""
+    """Per-job view of fd 1 and 2, which point at two files in the job's directory.
 
-    def __init__(self, worker_dir: str) -> None:
-        self.fds = []
+    In a simulated worker the files replace fd 1 and 2 for good (the
+    interpreter runs nothing but jobs). ``scoped=True`` (a Dask worker, whose
+    own logging writes to fd 2 between jobs) points fd 1 and 2 at the files
+    only while a job runs, and puts them back in :meth:`collect`.
+    """
+
+    def __init__(self, worker_dir: str, scoped: bool = False) -> None:
+        self.scoped = scoped
+        self.fds: List[int] = []
+        self._saved: List[int] = []
+        self._streams: Tuple[Any, Any] = (sys.stdout, sys.stderr)
         for fd, name in ((1, "stdout"), (2, "stderr")):
             path = os.path.join(worker_dir, name)
             out = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
-            os.dup2(out, fd)
-            os.close(out)
-            self.fds.append(fd)
+            if scoped:
+                self.fds.append(out)
+                self._saved.append(os.dup(fd))
+            else:
+                os.dup2(out, fd)
+                os.close(out)
+                self.fds.append(fd)
+        if not scoped:
+            self._redirect()
+            sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr
+
+    @staticmethod
+    def _redirect() -> None:
         sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
         sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
-        sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr
 
     def start(self) -> None:
         for fd in self.fds:
             if os.fstat(fd).st_size:
                 os.ftruncate(fd, 0)
+        if self.scoped:
+            self._streams = (sys.stdout, sys.stderr)
+            for stream in self._streams:
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+            for fd, target in zip(self.fds, (1, 2)):
+                os.dup2(fd, target)
+            self._redirect()
 
     def collect(self) -> Tuple[str, str]:
         texts = []
@@ -145,67 +173,37 @@ class _Output:
             start = max(0, size - OUTPUT_LIMIT)
             data = os.pread(fd, size - start, start)
             texts.append(data.decode("utf-8", "backslashreplace"))
+        if self.scoped:
+            for saved, target in zip(self._saved, (1, 2)):
+                os.dup2(saved, target)
+            sys.stdout, sys.stderr = self._streams
         return texts[0], texts[1]
 
 
-class Worker:
-    """One worker interpreter's loop."""
+class JobRunner:
+    """Runs one job at a time in this interpreter under the hooks: the job wrapper.
 
-    def __init__(self, sock: socket.socket, worker_id: int, worker_dir: str, settings: dict) -> None:
-        self.channel = protocol.Channel(sock)
-        self.worker_id = worker_id
+    The simulator's :class:`Worker` feeds it from its channel; a Dask worker
+    (``cloudsim.dask.task``) calls it from Dask's task thread.
+    """
+
+    def __init__(self, worker_dir: str, settings: dict) -> None:
         self.worker_dir = worker_dir
         self.settings = settings
         self.max_size = int(settings.get("max_transmit_size", 1_000_000))
-        # jobs received but not started yet, in order
-        self.pending: Deque[tuple] = collections.deque()
-        self.stop = False
         self.output: Optional[_Output] = None
 
-    # ---- messages -------------------------------------------------------
-    def handle(self, message: tuple) -> None:
-        tag = message[0]
-        if tag == protocol.RUN:
-            self.pending.extend(message[1])
-        elif tag == protocol.CANCEL:
-            dropped = set(message[1])
-            self.pending = collections.deque(s for s in self.pending if s[0] not in dropped)
-        elif tag == protocol.EXIT:
-            self.stop = True
-
-    # ---- the loop -------------------------------------------------------
-    def serve(self) -> int:
+    def install(self, scoped_output: bool = False) -> None:
+        """Prepare this interpreter for jobs: the job directory, output capture, every hook's install()."""
         os.makedirs(self.worker_dir, exist_ok=True)
         os.chdir(self.worker_dir)
-        self.output = _Output(self.worker_dir)
+        self.output = _Output(self.worker_dir, scoped=scoped_output)
         for hook in HOOKS:
             if hasattr(hook, "install"):
                 hook.install(self.settings)
         from cloudsim.alias import install_cloud_alias
 
         install_cloud_alias()  # the server's own cloud package: `import cloud` works in jobs
-        ctx = _context.JobContext(self.channel, self.handle)
-        ctx.settings = self.settings
-        _context.install(ctx)
-        self.channel.send((protocol.READY, os.getpid()))
-        try:
-            while not self.stop:
-                if not self.pending:
-                    self.handle(self.channel.recv())
-                    continue
-                while self.channel.poll(0):
-                    self.handle(self.channel.recv())
-                if not self.pending or self.stop:
-                    continue
-                outcome, retire = self.run(self.pending.popleft(), ctx)
-                # Each outcome leaves before the next job starts, so when a worker
-                # dies the client knows exactly which job it was running.
-                self.channel.send((protocol.RESULTS, [outcome]))
-                if retire:
-                    return 0
-        except protocol.ChannelClosed:
-            return 0
-        return 0
 
     def run(self, spec: tuple, ctx: "_context.JobContext") -> Tuple[tuple, bool]:
         jid, func_bytes, args_bytes, kwargs_bytes, opts = spec
@@ -294,6 +292,54 @@ class Worker:
         except _wire_pickler.ResultError as exc:
             return False, None, exc.exc_type, exc.text
         return True, data, None, None
+
+
+class Worker(JobRunner):
+    """One simulated worker interpreter's loop: jobs arrive on its channel to the client."""
+
+    def __init__(self, sock: socket.socket, worker_id: int, worker_dir: str, settings: dict) -> None:
+        super().__init__(worker_dir, settings)
+        self.channel = protocol.Channel(sock)
+        self.worker_id = worker_id
+        # jobs received but not started yet, in order
+        self.pending: Deque[tuple] = collections.deque()
+        self.stop = False
+
+    def handle(self, message: tuple) -> None:
+        tag = message[0]
+        if tag == protocol.RUN:
+            self.pending.extend(message[1])
+        elif tag == protocol.CANCEL:
+            dropped = set(message[1])
+            self.pending = collections.deque(s for s in self.pending if s[0] not in dropped)
+        elif tag == protocol.EXIT:
+            self.stop = True
+
+    # ---- the loop -------------------------------------------------------
+    def serve(self) -> int:
+        self.install()
+        ctx = _context.JobContext(self.channel, self.handle)
+        ctx.settings = self.settings
+        _context.install(ctx)
+        self.channel.send((protocol.READY, os.getpid()))
+        try:
+            while not self.stop:
+                if not self.pending:
+                    self.handle(self.channel.recv())
+                    continue
+                while self.channel.poll(0):
+                    self.handle(self.channel.recv())
+                if not self.pending or self.stop:
+                    continue
+                outcome, retire = self.run(self.pending.popleft(), ctx)
+                # Each outcome leaves before the next job starts, so when a worker
+                # dies the client knows exactly which job it was running.
+                self.channel.send((protocol.RESULTS, [outcome]))
+                if retire:
+                    return 0
+        except protocol.ChannelClosed:
+            return 0
+        return 0
 
 
 def _exit_message(exc: SystemExit, func_name: str) -> str:

@@ -22,89 +22,35 @@ import heapq
 import itertools
 import logging
 import os
-import pickle
-import queue
 import selectors
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Set
 
-from cloudsim import pitfalls as _pitfalls
-from cloudsim.errors import CloudDeadlockError, CloudException, CloudTimeoutError
+from cloudsim.backend import JobTable, job_settings
 from cloudsim.server import protocol
 from cloudsim.server.pool import ServerProcess, WorkerHandle, kill_worker_tree
-from cloudsim.server.scheduler import (
-    DONE, ERROR, KILLED, PROCESSING, QUEUED, STALLED, Job, Scheduler,
-)
+from cloudsim.server.scheduler import ERROR, KILLED, PROCESSING, QUEUED, Job
 
 log = logging.getLogger(__name__)
-
-# jids come from one counter for the life of the client process, as PiCloud's
-_JIDS = itertools.count(1)
-_JIDS_LOCK = threading.Lock()
 
 _MAX_BATCH = 64  # jobs handed to one worker ahead of time when the backlog is large
 _LOST_GRACE = 2.0  # seconds to wait for a dead worker's exit status before reporting without it
 
 
-def next_jids(n: int) -> List[int]:
-    with _JIDS_LOCK:
-        return [next(_JIDS) for _ in range(n)]
-
-
-class Waiter:
-    """One blocked join/result: the jobs it still waits for."""
-
-    __slots__ = ("pending", "event", "deadlock", "caller")
-
-    def __init__(self, pending: int, caller: Optional[int]) -> None:
-        self.pending = pending
-        self.event = threading.Event()
-        self.deadlock: Optional[str] = None
-        self.caller = caller
-
-
-# One outcome of collect(): what the facade needs to return or raise for a job.
-# (jid, status, ok, result_bytes, error, pitfalls_to_emit, echo)
-Outcome = Tuple[int, str, bool, Optional[bytes], Optional[CloudException], List[dict], Optional[Tuple[str, str]]]
-
-
-def job_error(job: Job) -> CloudException:
-    """The CloudException a failed job raises in join/result, as PiCloud's."""
-    if job.status == ERROR or (job.status == KILLED and job.exception):
-        text = job.exception or "unknown error"
-    elif job.status == KILLED:
-        text = "Killed"
-    elif job.status == STALLED:
-        text = job.exception or "Could not start due to dependency erroring"
-    else:
-        text = "unknown error"
-    return CloudException(text, jid=job.jid, status=job.status, hint=job.hint,
-                          exc_type=job.exc_type, traceback=job.traceback)
-
-
-class Simulator:
+class Simulator(JobTable):
     """The simulated cloud: the backend behind the ``cloud`` API in the client."""
 
+    kind = "simulator"
+
     def __init__(self, settings: Any) -> None:
-        self.settings = settings
-        self.cap = settings.max_concurrent_jobs
-        self.lock = threading.Lock()
-        self.sched = Scheduler(self.cap)
+        super().__init__(settings, settings.max_concurrent_jobs)
         self.session = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.root = os.path.abspath(settings.server_root)
         self.session_dir = os.path.join(self.root, "sessions", self.session)
         self.module_dir = os.path.join(self.root, "modules")
-        worker_settings = {
-            "max_transmit_size": settings.max_transmit_size,
-            "network_timeout": settings.network_timeout,
-            "allow_hosts": list(settings.allow_hosts),
-            "session": self.session,
-            "project_dirs": _project_dirs(),
-            "server_root": self.root,
-            "pitfalls": settings.pitfalls if isinstance(settings.pitfalls, str) else dict(settings.pitfalls),
-        }
+        worker_settings = job_settings(settings, self.session, self.root)
         self.server = ServerProcess(worker_settings, self.session_dir, self.module_dir)
         # worker id -> WorkerHandle, e.g. {1: <worker 1 pid 4242 outstanding 0>}
         self.workers: Dict[int, WorkerHandle] = {}
@@ -115,21 +61,14 @@ class Simulator:
         self._exit_codes: Dict[int, Optional[int]] = {}
         # pid -> worker whose socket closed, waiting for its exit status
         self._lost: Dict[int, WorkerHandle] = {}
-        # jid -> waiters blocked on it
-        self._waiters: Dict[int, List[Waiter]] = {}
-        # jid of a job blocked in join -> its waiter
-        self._blocked_waiters: Dict[int, Waiter] = {}
         # (deadline, seq, kind, key) for _max_runtime kills and lost-worker grace
         self._timers: List[tuple] = []
         self._timer_seq = itertools.count()
-        self._callbacks: "queue.Queue[Optional[Tuple[Callable, int]]]" = queue.Queue()
-        self._callback_thread: Optional[threading.Thread] = None
         self.selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._running = False
-        self._closed = False
         self._store: Any = None
         self._server_path: List[str] = []
         self.thread: Optional[threading.Thread] = None
@@ -151,13 +90,7 @@ class Simulator:
                 return
             self._closed = True
             self._running = False
-            unfinished = [j for j in self.sched.jobs.values() if not j.is_finished]
-            done: List[Job] = []
-            for job in unfinished:
-                job.exception = job.exception or "Killed: the simulator was closed"
-                done.extend(self.sched.finish(job, KILLED))
-            for job in done:
-                self._completed(job)
+            self._kill_unfinished("Killed: the simulator was closed")
             workers = list(self.workers.values())
         self._wake()
         if self.thread is not None and self.thread is not threading.current_thread():
@@ -172,7 +105,7 @@ class Simulator:
             if _pid_alive(w.pid):
                 kill_worker_tree(w.pid)
             w.channel.close()
-        self._callbacks.put(None)
+        self._stop_callbacks()
         if self._store is not None:
             try:
                 self._store.release(self.session)
@@ -195,29 +128,6 @@ class Simulator:
             pass
 
     # ------------------------------------------------------------ submitting
-    def submit(self, items: Sequence[tuple], parent: Optional[int] = None) -> List[int]:
-        """Enter jobs; ``items`` are (func_bytes, args_bytes, kwargs_bytes, opts). Returns their jids."""
-        if not items:
-            return []
-        opts0 = items[0][3]
-        deps = tuple(opts0.get("depends_on", ()))
-        with self.lock:
-            self._check_open()
-            self.sched.check_dependencies(deps)
-            jids = next_jids(len(items))
-            finished: List[Job] = []
-            for jid, (func_b, args_b, kwargs_b, opts) in zip(jids, items):
-                job = Job(jid, (func_b, args_b, kwargs_b), opts, opts.get("priority", 5), opts.get("label"), parent)
-                client_pits = opts.get("client_pitfalls")
-                if client_pits:  # already reported at call time
-                    job.pitfalls.extend(client_pits)
-                    job.pitfalls_emitted = len(client_pits)
-                finished.extend(self.sched.add(job, tuple(opts.get("depends_on", ())), opts.get("depends_on_errors", "abort")))
-            for job in finished:
-                self._completed(job)
-            self._dispatch()
-        return jids
-
     def ship(self, seeds: Set[str]) -> Any:
         """Ship the user modules ``seeds`` need to the flat module directory (see cloudsim.shipping)."""
         from cloudsim.shipping import snapshot
@@ -229,10 +139,6 @@ class Simulator:
             path = self.server.info.get("sys_path", [])
             self._server_path = [p for p in path if os.path.realpath(p) != os.path.realpath(self.module_dir)]
         return snapshot.prepare(sorted(seeds), self._store, self.session, self._server_path)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise CloudException("The simulator was closed; call cloud.start_simulator() again to use it.")
 
     # -------------------------------------------------------------- dispatch
     def _dispatch(self) -> None:
@@ -323,12 +229,7 @@ class Simulator:
         except Exception:  # pragma: no cover - a bug here must not hang clients silently
             log.exception("cloudsim manager thread crashed")
             with self.lock:
-                self._closed = True
-                for job in list(self.sched.jobs.values()):
-                    if not job.is_finished:
-                        job.exception = "The simulator's manager thread crashed; see the log."
-                        for f in self.sched.finish(job, ERROR):
-                            self._completed(f)
+                self._fail_all("The simulator's manager thread crashed; see the log.")
 
     def _on_control(self) -> None:
         control = self.server.control
@@ -340,12 +241,7 @@ class Simulator:
             if self._running:
                 log.error("the simulated server exited unexpectedly; see %s", self.server.log_path)
                 with self.lock:
-                    self._closed = True
-                    for job in list(self.sched.jobs.values()):
-                        if not job.is_finished:
-                            job.exception = f"The simulated server died; its log: {self.server.log_path}"
-                            for f in self.sched.finish(job, ERROR):
-                                self._completed(f)
+                    self._fail_all(f"The simulated server died; its log: {self.server.log_path}")
             return
         for message in messages:
             tag = message[0]
@@ -386,8 +282,7 @@ class Simulator:
                 self._on_api(worker, message)
 
     def _on_outcome(self, worker: WorkerHandle, outcome: tuple) -> None:
-        (jid, ok, payload, exc_type, tb_text, stdout, stderr, runtime,
-         cpu_user, cpu_sys, max_rss, pits, retire) = outcome
+        jid, retire = outcome[0], outcome[-1]
         job = None
         while worker.outstanding:
             head = worker.outstanding.popleft()
@@ -395,15 +290,7 @@ class Simulator:
                 job = head
                 break
         if job is not None and job.status == PROCESSING:
-            job.result = payload
-            job.exc_type = exc_type
-            job.traceback = tb_text
-            job.stdout, job.stderr = stdout, stderr
-            job.runtime, job.cpu_user, job.cpu_system, job.max_rss = runtime, cpu_user, cpu_sys, max_rss
-            if pits:
-                job.pitfalls.extend(pits)
-            for f in self.sched.finish(job, DONE if ok else ERROR, None if ok else tb_text):
-                self._completed(f)
+            self._apply_outcome(job, outcome)
         if retire:
             worker.retiring = True
             self._requeue_outstanding(worker)
@@ -471,50 +358,12 @@ class Simulator:
                     jid, wid = key
                     job = self.sched.jobs.get(jid)
                     if job is not None and job.status == PROCESSING and job.worker == wid:
-                        minutes = job.opts["max_runtime"] / 60.0
-                        self._kill_processing(job, (
-                            f"Killed: the job ran longer than its _max_runtime of {minutes:g} minutes "
-                            f"({job.opts['max_runtime']:g} s) and was stopped (pitfall: max-runtime)."
-                        ))
+                        self._runtime_exceeded(job)
                 elif kind == "lost":
                     worker = self._lost.pop(key, None)
                     if worker is not None:
                         self._fail_lost(worker, self._exit_codes.pop(key, None))
                 self._dispatch()
-
-    # ------------------------------------------------------------- finishing
-    def _completed(self, job: Job) -> None:
-        """A job reached a finished status: wake its waiters, queue its callbacks (lock held)."""
-        for waiter in self._waiters.pop(job.jid, ()):
-            waiter.pending -= 1
-            if waiter.pending <= 0:
-                waiter.event.set()
-        callbacks = job.opts.get("callbacks")
-        if callbacks:
-            which = "on_done" if job.status == DONE else "on_error"
-            for cb in callbacks.get(which, ()):
-                self._queue_callback(cb, job.jid)
-
-    def _queue_callback(self, cb: Callable, jid: int) -> None:
-        if self._callback_thread is None:
-            self._callback_thread = threading.Thread(target=self._run_callbacks, name="cloudsim-callbacks", daemon=True)
-            self._callback_thread.start()
-        self._callbacks.put((cb, jid))
-
-    def _run_callbacks(self) -> None:
-        while True:
-            item = self._callbacks.get()
-            if item is None:
-                return
-            cb, jid = item
-            try:
-                code = getattr(cb, "__code__", None)
-                if code is not None and code.co_argcount == 0:
-                    cb()
-                else:
-                    cb(jid)
-            except Exception:  # a broken callback must not stop the others
-                log.exception("callback %r for job %s raised", cb, jid)
 
     # ----------------------------------------------------------------- kill
     def _kill_processing(self, job: Job, message: str) -> None:
@@ -531,197 +380,41 @@ class Simulator:
                 self.idle.remove(worker)
             kill_worker_tree(worker.pid)
 
-    def kill(self, jids: Optional[Iterable[int]]) -> None:
-        with self.lock:
-            if jids is None:
-                targets = [j for j in self.sched.jobs.values() if not j.is_finished]
-            else:
-                targets = [self._job(jid) for jid in jids]
-            for job in targets:
-                if job.is_finished:
-                    continue
-                if job.status == PROCESSING:
-                    self._kill_processing(job, "Killed by cloud.kill() while processing (pitfall: job-kill).")
-                    continue
-                worker = self.workers.get(job.worker) if job.assigned and job.worker is not None else None
-                if worker is not None and job in worker.outstanding:
-                    worker.outstanding.remove(job)
-                    try:
-                        worker.channel.send((protocol.CANCEL, [job.jid]))
-                    except protocol.ChannelClosed:
-                        pass
-                for f in self.sched.cancel(job, "Killed by cloud.kill() before it started (pitfall: job-kill)."):
-                    self._completed(f)
-            self._dispatch()
-
-    def delete(self, jids: Iterable[int]) -> None:
-        jids = list(jids)
-        with self.lock:
-            for jid in jids:
-                self._job(jid)
-        self.kill([jid for jid in jids if not self.sched.jobs[jid].is_finished])
-        with self.lock:
-            for jid in jids:
-                self.sched.forget(jid)
-
-    # ------------------------------------------------------------- querying
-    def _job(self, jid: int) -> Job:
-        job = self.sched.jobs.get(jid)
-        if job is None:
-            raise CloudException("Does not exist or was purged from cache", jid=jid)
-        return job
-
-    def status(self, jids: Sequence[int]) -> List[str]:
-        with self.lock:
-            return [self._job(jid).status for jid in jids]
-
-    def collect(self, jids: Sequence[int], timeout: Optional[float], deadlock_check: bool = True,
-                want_results: bool = True, caller: Optional[int] = None) -> List[Outcome]:
-        """Wait for jobs to finish and return their outcomes (the facade raises or returns)."""
-        with self.lock:
-            jobs = [self._job(jid) for jid in jids]
-            pending = {j.jid for j in jobs if not j.is_finished}
-            if not pending:
-                return self._outcomes(jobs, want_results)
-            waiter = Waiter(len(pending), caller)
-            for jid in pending:
-                self._waiters.setdefault(jid, []).append(waiter)
-            if caller is not None and deadlock_check and timeout is None:
-                self._block(caller, pending, waiter)
-        try:
-            waiter.event.wait(timeout)
-        finally:
-            with self.lock:
-                for jid in pending:
-                    lst = self._waiters.get(jid)
-                    if lst and waiter in lst:
-                        lst.remove(waiter)
-                        if not lst:
-                            del self._waiters[jid]
-                if caller is not None:
-                    self.sched.unblock(caller)
-                    self._blocked_waiters.pop(caller, None)
-                remaining = [j.jid for j in jobs if not j.is_finished]
-                outcomes = None if remaining or waiter.deadlock is not None else self._outcomes(jobs, want_results)
-        if waiter.deadlock is not None:
-            raise CloudDeadlockError(waiter.deadlock, jid=caller)
-        if outcomes is None:
-            raise CloudTimeoutError("cloud.join timed out", jid=remaining if len(remaining) > 1 else remaining[0])
-        return outcomes
-
-    def _outcomes(self, jobs: List[Job], want_results: bool) -> List[Outcome]:
-        """What collect() returns for finished jobs; reports each pitfall and echo once (lock held)."""
-        out: List[Outcome] = []
-        for job in jobs:
-            pits: List[dict] = []
-            if len(job.pitfalls) > job.pitfalls_emitted:
-                pits = job.pitfalls[job.pitfalls_emitted:]
-                job.pitfalls_emitted = len(job.pitfalls)
-            echo = None
-            if not self.settings.force_redirect_job_output and not job.echoed:
-                job.echoed = True
-                echo = (job.stdout or "", job.stderr or "")
-            done = job.status == DONE
-            out.append((job.jid, job.status, done, job.result if (want_results and done) else None,
-                        None if done else job_error(job), pits, echo))
-        return out
-
-    def _block(self, caller: int, pending: Set[int], waiter: Waiter) -> None:
-        """A job blocks in join: take back jobs its worker holds ahead, then look for a deadlock (lock held)."""
-        job = self.sched.jobs.get(caller)
-        if job is None or job.status != PROCESSING:
-            return
+    def _unassign(self, job: Job) -> None:
         worker = self.workers.get(job.worker) if job.worker is not None else None
-        if worker is not None and len(worker.outstanding) > 1:
-            ahead = [j for j in list(worker.outstanding)[1:] if j.status == QUEUED]
-            for j in ahead:
-                worker.outstanding.remove(j)
+        if worker is not None and job in worker.outstanding:
+            worker.outstanding.remove(job)
             try:
-                worker.channel.send((protocol.CANCEL, [j.jid for j in ahead]))
+                worker.channel.send((protocol.CANCEL, [job.jid]))
             except protocol.ChannelClosed:
                 pass
-            self.sched.requeue(ahead)
-            self._dispatch()
-        self.sched.block(caller, pending)
-        self._blocked_waiters[caller] = waiter
-        found = self.sched.find_deadlock()
-        if found is None:
+
+    def _take_back(self, job: Job) -> None:
+        worker = self.workers.get(job.worker) if job.worker is not None else None
+        if worker is None or len(worker.outstanding) <= 1:
             return
-        text = found.describe()
-        for jid in found.blocked:
-            w = self._blocked_waiters.get(jid)
-            stuck = self.sched.jobs.get(jid)
-            if stuck is not None:
-                stuck.pitfalls.append(_pitfalls.record(
-                    "recursion-deadlock",
-                    f"Job {jid} blocked in cloud.join/cloud.result on jobs that could never start.",
-                    "a job blocked in join keeps its slot; under max_concurrent_jobs the jobs it waits for never get one.",
-                    "submit follow-up work with _depends_on instead of blocking inside a job.",
-                ))
-            if w is not None:
-                w.deadlock = text
-                w.event.set()
-
-    def mark_unreadable(self, jid: int, message: str) -> None:
-        """The client could not unpickle a job's result: the job becomes an error with the reason."""
-        with self.lock:
-            job = self.sched.jobs.get(jid)
-            if job is not None and job.status == DONE:
-                job.status = ERROR
-                job.exc_type = "UnpicklingError"
-                job.exception = job.traceback = message
-                job.result = None
-
-    def info(self, jids: Sequence[int], fields: Sequence[str]) -> Dict[int, dict]:
-        from cloudsim.server.info import job_info
-
-        now = time.time()
-        with self.lock:
-            return {jid: job_info(self._job(jid), fields, now) for jid in jids}
+        ahead = [j for j in list(worker.outstanding)[1:] if j.status == QUEUED]
+        for j in ahead:
+            worker.outstanding.remove(j)
+        try:
+            worker.channel.send((protocol.CANCEL, [j.jid for j in ahead]))
+        except protocol.ChannelClosed:
+            pass
+        self.sched.requeue(ahead)
+        self._dispatch()
 
     # -------------------------------------------------------------- the API
     def _on_api(self, worker: WorkerHandle, message: tuple) -> None:
-        """A job called the cloud API: answer it (blocking calls get a thread of their own)."""
+        """A job called the cloud API: answer it on the job's channel."""
         _tag, call_id, jid, method, data = message
-        if method == "collect":
-            threading.Thread(target=self._answer, args=(worker, call_id, jid, method, data),
-                             name=f"cloudsim-join-{jid}", daemon=True).start()
-        else:
-            self._answer(worker, call_id, jid, method, data)
 
-    def _answer(self, worker: WorkerHandle, call_id: int, jid: Optional[int], method: str, data: bytes) -> None:
-        try:
-            payload = pickle.loads(data)
-            if method == "submit":
-                value: Any = self.submit(payload, parent=jid)
-            elif method == "collect":
-                jids, timeout, deadlock_check, want = payload
-                value = self.collect(jids, timeout, deadlock_check, want, caller=jid)
-            elif method == "status":
-                value = self.status(payload)
-            elif method == "info":
-                value = self.info(*payload)
-            elif method == "kill":
-                self.kill(payload)
-                value = None
-            elif method == "delete":
-                self.delete(payload)
-                value = None
-            elif method == "connection_info":
-                value = self.connection_info()
-            else:
-                raise CloudException(f"unknown request {method!r}")
-            reply = (protocol.REPLY, call_id, True, pickle.dumps(value, protocol.pickle.HIGHEST_PROTOCOL))
-        except BaseException as exc:
+        def reply(ok: bool, blob: bytes) -> None:
             try:
-                blob = pickle.dumps(exc, protocol.pickle.HIGHEST_PROTOCOL)
-            except Exception:
-                blob = pickle.dumps(CloudException(f"{type(exc).__name__}: {exc}"))
-            reply = (protocol.REPLY, call_id, False, blob)
-        try:
-            worker.channel.send(reply)
-        except protocol.ChannelClosed:
-            pass
+                worker.channel.send((protocol.REPLY, call_id, ok, blob))
+            except protocol.ChannelClosed:
+                pass
+
+        self.answer_api(jid, method, data, reply)
 
     def connection_info(self) -> dict:
         with self.lock:
@@ -752,22 +445,6 @@ def _warm_up() -> None:
     """What the first call will need, imported while the server starts (the client waits anyway)."""
     from cloudsim.server import info  # noqa: F401
     from cloudsim.shipping import snapshot  # noqa: F401
-
-
-def _project_dirs() -> List[str]:
-    """The client's project tree (non-code-files): its working directory and its script's directory."""
-    import sys
-
-    dirs = [os.path.realpath(os.getcwd())]
-    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    if main_file:
-        from cloudsim.shipping.analysis import installed_roots
-
-        main_dir = os.path.dirname(os.path.realpath(main_file))
-        installed = any(main_dir == r or main_dir.startswith(r + os.sep) for r in installed_roots())
-        if main_dir not in dirs and not installed:  # e.g. pytest's own __main__
-            dirs.append(main_dir)
-    return dirs
 
 
 def _pid_alive(pid: int) -> bool:

@@ -44,7 +44,7 @@ def log_directory(server_root: str, day: Optional[str] = None) -> str:
 def current_server_root() -> str:
     """The server root of the running simulator, the job's server, or the configured one."""
     client = sys.modules.get("cloudsim.client")
-    sim = getattr(client, "_simulator", None) if client is not None else None
+    sim = getattr(client, "_cloud", None) if client is not None else None
     root = getattr(sim, "root", None)
     if isinstance(root, str) and root:
         return root

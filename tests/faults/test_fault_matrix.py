@@ -316,9 +316,9 @@ class _Shared:
         self.sim: Any = None
 
     def get(self) -> Any:
-        if self.sim is None or cloudsim.client._simulator is not self.sim:
+        if self.sim is None or cloudsim.client._cloud is not self.sim:
             cloudsim.start_simulator(force_restart=True, server_root=self.root, max_concurrent_jobs=4)
-            self.sim = cloudsim.client._simulator
+            self.sim = cloudsim.client._cloud
         return cloudsim
 
 

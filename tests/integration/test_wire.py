@@ -206,9 +206,9 @@ class _Shared:
         self.sim: Any = None
 
     def get(self) -> Any:
-        if self.sim is None or cloudsim.client._simulator is not self.sim:
+        if self.sim is None or cloudsim.client._cloud is not self.sim:
             cloudsim.start_simulator(force_restart=True, server_root=self.root, max_concurrent_jobs=4)
-            self.sim = cloudsim.client._simulator
+            self.sim = cloudsim.client._cloud
         return cloudsim
 
 
@@ -493,7 +493,7 @@ def test_file_larger_than_the_limit_is_refused(start: Any, tmp_path: Path) -> No
 @pytest.fixture
 def project(sim: Any) -> str:
     """The client's project directory as the workers know it (skip when the simulator does not tell them)."""
-    dirs = (cloudsim.client._simulator.server.settings or {}).get("project_dirs")
+    dirs = (cloudsim.client._cloud.server.settings or {}).get("project_dirs")
     if not dirs:
         pytest.skip("the workers' settings have no project_dirs: non-code-files cannot be checked")
     assert os.path.realpath(os.getcwd()) in dirs
