@@ -1,14 +1,18 @@
-"""Benchmarks: cloudsim beside multiprocessing, concurrent.futures and loky.
+"""Benchmarks: cloudsim beside multiprocessing, concurrent.futures and loky; its Dask backend beside plain Dask.
 
 Run from the repository root::
 
     python -m bench.run            # the full run (a few minutes on 2 cores)
     python -m bench.run --quick    # a short run, to see that it works
     python -m bench.run --json out.json --only round_trip,map_throughput
+    python -m bench.run --only dask_backend   # the Dask backend against plain distributed.Client
 
 Everything is measured in one run, each contender beside the others, and
 printed as one table: the absolute figures, and the ratio cloudsim / best
-peer with the direction that is better. ``bench/README.md`` says what each
+peer with the direction that is better. The Dask backend gets a second
+table (:data:`TABLES`): cloudsim on a Dask cluster beside a plain
+``distributed.Client`` on the same cluster, their ratio, and the wrapper's
+share of each job's time. ``bench/README.md`` says what each
 row measures and how to read it.
 
 Layout: a *contender* (:class:`Contender`) is one way of running a job in
@@ -21,9 +25,12 @@ with ``@benchmark``. Adding a benchmark is that function plus its
 What this is not: a test. Nothing here asserts a speed; the only checks are
 that every job returned the right value and that no process is left behind.
 
-Only the standard library, cloudsim, loky and psutil are used. The heavy
-imports (cloudsim, multiprocessing, concurrent.futures, loky, psutil) happen
-inside the contenders, so that the cold-start benchmark counts them.
+Only the standard library, cloudsim, loky and psutil are used, and
+``distributed`` for the Dask table (that benchmark is skipped, with the
+reason printed, where it is not installed). The heavy imports (cloudsim,
+multiprocessing, concurrent.futures, loky, psutil, distributed) happen
+inside the contenders and benchmarks, so that the cold-start benchmark
+counts them.
 """
 
 from __future__ import annotations
@@ -225,20 +232,36 @@ class Row:
     note: str = ""
     info_only: bool = False  # True: no ratio (the figures are not comparable with cloudsim's)
     details: Dict[str, Any] = field(default_factory=dict)  # raw data for --json
+    table: str = "main"  # which printed table: "main" (columns: CONTENDERS) or a key of TABLES
+    mine: str = "cloudsim"  # the column whose figure is divided by the best peer's
 
     def best_peer(self) -> Optional[Tuple[str, float]]:
-        peers = [(lbl, v) for lbl, v in self.figures.items() if lbl != "cloudsim" and v is not None]
+        peers = [(lbl, v) for lbl, v in self.figures.items() if lbl != self.mine and v is not None]
         if not peers:
             return None
         pick = min if self.better == "lower" else max
         return pick(peers, key=lambda p: p[1])
 
     def ratio(self) -> Optional[float]:
-        mine = self.figures.get("cloudsim")
+        mine = self.figures.get(self.mine)
         best = self.best_peer()
-        if self.info_only or mine is None or best is None or best[1] == 0:
+        if self.info_only or mine is None or best is None or best[1] == 0 or mine == 0:
             return None
         return mine / best[1]
+
+    def overhead_share(self) -> Optional[float]:
+        """The part of ``mine``'s cost per job that the peer does not pay: (mine - peer) / mine.
+
+        Meaningful where ``mine`` wraps the peer (cloudsim's Dask backend on
+        top of ``distributed.Client``): then it is the wrapper's share of
+        each job's time. For times (lower is better) that is 1 - peer/mine;
+        for throughputs (higher is better) the time per item is 1/rate, so
+        it is 1 - mine/peer. Negative when ``mine`` did better.
+        """
+        ratio = self.ratio()
+        if ratio is None:
+            return None
+        return 1.0 - 1.0 / ratio if self.better == "lower" else 1.0 - ratio
 
 
 class Context:
@@ -248,7 +271,13 @@ class Context:
         self.quick = quick
         self.tmp = tmp
         self.errors: List[str] = []
+        self.skipped: List[str] = []  # "benchmark: why", for benchmarks that could not run here
         self._roots = 0
+
+    def skip(self, name: str, reason: str) -> None:
+        """Record (and say on stderr) that benchmark ``name`` did not run, and why; the run goes on."""
+        self.skipped.append(f"{name}: {reason}")
+        log(f"  SKIPPED {name}: {reason}")
 
     def scale(self, full: int, quick: int) -> int:
         """``full`` in the full run, ``quick`` with --quick."""
@@ -554,6 +583,194 @@ def dependency_analysis(ctx: Context) -> List[Row]:
     ]
 
 
+# The second table: cloudsim's Dask backend beside plain distributed.Client on the same cluster.
+DASK_WORKERS = 2  # worker processes of the local cluster, one thread each; also max_concurrent_jobs
+DASK_MINE = "cloudsim on Dask"
+DASK_PLAIN = "plain Client"
+# table name -> (its columns, the first being the one divided by the other; the ratio's header)
+TABLES: Dict[str, Tuple[Tuple[str, ...], str]] = {"dask": ((DASK_MINE, DASK_PLAIN), "cloudsim/plain")}
+
+
+def _timed(call: Callable[[int], Any], args: Iterable[int], label: str) -> List[float]:
+    """Seconds per ``call(a)``, one after another; checks that each returned ``a + 1``."""
+    times = []
+    clock = time.perf_counter
+    for a in args:
+        t0 = clock()
+        value = call(a)
+        times.append(clock() - t0)
+        if value != a + 1:
+            raise AssertionError(f"wrong result from {label}: inc({a!r}) gave {value!r:.40}")
+    return times
+
+
+def _scheduler_can_import_jobs(client: Any, tmp: str) -> str:
+    """Make ``bench.jobs`` importable in the Dask scheduler; return where it was put.
+
+    Recent ``distributed`` unpickles every task on the scheduler, and the
+    local cluster runs in a clean ``python -I`` interpreter, so a plain
+    ``client.submit(inc, x)`` fails there with "No module named 'bench'".
+    A copy of ``bench/jobs.py`` (in a ``bench`` package of its own in the
+    run's temporary directory) goes on the end of the scheduler's
+    ``sys.path``. The scheduler runs no job, so nothing else changes; the
+    workers already have ``bench.jobs``, shipped there by cloudsim.
+    ``inc`` is thus pickled by reference for both sides, as users' code is.
+    """
+    import shutil
+
+    root = os.path.join(tmp, "dask-scheduler-path")
+    os.makedirs(os.path.join(root, "bench"), exist_ok=True)
+    with open(os.path.join(root, "bench", "__init__.py"), "w"):
+        pass
+    shutil.copy(os.path.join(REPO, "bench", "jobs.py"), os.path.join(root, "bench", "jobs.py"))
+
+    def add_path() -> str:  # a local function: cloudpickle sends it by value
+        import importlib
+        import sys
+
+        if root not in sys.path:
+            sys.path.append(root)
+        return importlib.import_module("bench.jobs").__file__
+
+    return client.run_on_scheduler(add_path)
+
+
+def _drop_scheduler_path(client: Any, where: str) -> None:
+    """Undo :func:`_scheduler_can_import_jobs` (best effort: the cluster is about to stop anyway)."""
+    root = os.path.dirname(os.path.dirname(where))
+
+    def drop_path() -> None:
+        import sys
+
+        while root in sys.path:
+            sys.path.remove(root)
+        sys.modules.pop("bench.jobs", None)
+        sys.modules.pop("bench", None)
+
+    try:
+        client.run_on_scheduler(drop_path)
+    except Exception as exc:
+        log(f"  WARNING: could not restore the scheduler's sys.path: {type(exc).__name__}: {exc}")
+
+
+@benchmark
+def dask_backend(ctx: Context) -> List[Row]:
+    """6. The Dask backend's wrapper overhead: cloudsim on Dask beside plain ``Client`` on the same cluster.
+
+    One local cluster from ``cloudsim.start_dask(n_workers=2,
+    max_concurrent_jobs=2)``; a plain ``distributed.Client`` connects to the
+    same scheduler. Both run ``inc`` from ``bench.jobs``, pickled by
+    reference. The two sides alternate (blocks of calls, whole map runs,
+    the order flipped each time), so load on the machine hits both alike.
+    Registered last: ``distributed``'s threads must not exist while
+    ``multiprocessing.Pool`` forks this process.
+    """
+    try:
+        import distributed
+    except ImportError as exc:
+        ctx.skip("dask_backend", f"distributed is not installed ({exc}); "
+                                 "pip install 'picloud-cloudsim[dask]' to run it")
+        return []
+    import cloudsim as cloud
+
+    n_calls = ctx.scale(600, 120)
+    block = ctx.scale(50, 20)
+    warm_calls = ctx.scale(40, 10)
+    n_items = ctx.scale(1000, 200)
+    repeats = ctx.scale(3, 1)
+    items = list(range(n_items))
+    expected = [i + 1 for i in items]
+    warm_items = list(range(10 * DASK_WORKERS))
+
+    client: Any = None
+    where: Optional[str] = None
+    try:
+        cloud.start_dask(n_workers=DASK_WORKERS, max_concurrent_jobs=DASK_WORKERS, server_root=ctx.new_root())
+        info = cloud.connection_info()
+        address = info["scheduler_address"]
+
+        def cs_call(a: int) -> Any:
+            return cloud.result(cloud.call(inc, a))
+
+        def cs_map(xs: Sequence[int]) -> List[Any]:
+            return cloud.result(cloud.map(inc, xs))
+
+        # cloudsim first: its first job ships bench.jobs to the workers, where the plain client's tasks find it
+        if cs_map(warm_items) != [i + 1 for i in warm_items]:  # a job on every worker: each sets up the wrapper
+            raise AssertionError("wrong results from cloudsim's map in the warm-up")
+        _timed(cs_call, range(warm_calls), DASK_MINE)
+
+        client = distributed.Client(address, set_as_default=False, timeout=60)
+        where = _scheduler_can_import_jobs(client, ctx.tmp)
+
+        def plain_call(a: int) -> Any:
+            return client.submit(inc, a, pure=False).result()
+
+        def plain_map(xs: Sequence[int]) -> List[Any]:
+            return client.gather(client.map(inc, xs, pure=False))
+
+        if plain_map(warm_items) != [i + 1 for i in warm_items]:
+            raise AssertionError("wrong results from the plain client's map in the warm-up")
+        _timed(plain_call, range(warm_calls), DASK_PLAIN)
+
+        calls: Dict[str, List[float]] = {DASK_MINE: [], DASK_PLAIN: []}
+        sides = [(DASK_MINE, cs_call), (DASK_PLAIN, plain_call)]
+        for b in range(n_calls // block):
+            args = range(b * block, (b + 1) * block)
+            for label, call in (sides if b % 2 == 0 else sides[::-1]):
+                calls[label].extend(_timed(call, args, label))
+
+        rates: Dict[str, List[float]] = {DASK_MINE: [], DASK_PLAIN: []}
+        runs = [(DASK_MINE, cs_map), (DASK_PLAIN, plain_map)]
+        for r in range(repeats):
+            for label, run in (runs if r % 2 == 0 else runs[::-1]):
+                t0 = time.perf_counter()
+                got = run(items)
+                elapsed = time.perf_counter() - t0
+                if got != expected:
+                    raise AssertionError(f"wrong results from {label}'s map")
+                rates[label].append(n_items / elapsed)
+    except Exception as exc:  # a broken backend must not hide the other benchmarks' figures
+        message = f"dask_backend: {type(exc).__name__}: {exc}"
+        ctx.errors.append(message)
+        log(f"  ERROR {message}")
+        return []
+    finally:
+        if client is not None:
+            if where is not None:
+                _drop_scheduler_path(client, where)
+            client.close()
+        cloud.close()
+
+    rt_med = {k: statistics.median(v) * 1e3 for k, v in calls.items()}
+    rt_p90 = {k: p90(v) * 1e3 for k, v in calls.items()}
+    rate = {k: statistics.median(v) for k, v in rates.items()}
+    per_item = {k: 1e3 / v for k, v in rate.items()}
+    cluster = (f"one local cluster, {DASK_WORKERS} one-thread worker processes, cloudsim's max_concurrent_jobs="
+               f"{info.get('num_procs')} (Dask threads {info.get('dask_slots')}); the plain Client on the same "
+               "scheduler; inc from bench.jobs by reference on both sides")
+    rt_note = (f"{cluster}; {n_calls} calls each, one after another, in alternating blocks of {block}, after "
+               f"{warm_calls} warm-up calls; cloudsim: result(call(inc, i)); plain: submit(inc, i, pure=False).result()")
+    map_note = (f"{n_items:,} items, median of {repeats} run(s), the sides alternating; cloudsim: result(map(inc, items)); "
+                "plain: gather(map(inc, items, pure=False)). cloudsim hands Dask the jobs that may start plus at most "
+                "max(64, 8 x cap) more, and each job asks the client before it starts (so a job killed while "
+                "queued never runs); the plain Client hands over all of them at once")
+    dask = {"table": "dask", "mine": DASK_MINE}
+    return [
+        Row("Dask: tiny-job round trip, median", "ms", "lower", rt_med, rt_note,
+            details={"samples_ms": {k: [t * 1e3 for t in v] for k, v in calls.items()}}, **dask),
+        Row("Dask: tiny-job round trip, p90", "ms", "lower", rt_p90, rt_note, **dask),
+        Row("Dask: map throughput, one job per item", "items/s", "higher", rate, map_note,
+            details={"samples": rates}, **dask),
+        Row("Dask: wrapper cost per round trip (difference)", "ms", "lower",
+            {DASK_MINE: rt_med[DASK_MINE] - rt_med[DASK_PLAIN]}, "median cloudsim minus median plain",
+            info_only=True, **dask),
+        Row("Dask: wrapper cost per map item (difference)", "ms", "lower",
+            {DASK_MINE: per_item[DASK_MINE] - per_item[DASK_PLAIN]}, "1/rate cloudsim minus 1/rate plain",
+            info_only=True, **dask),
+    ]
+
+
 # ------------------------------------------------------- processes left behind
 def stop_helper_processes() -> None:
     """Stop the helper processes that live until interpreter exit unless told to stop.
@@ -623,8 +840,23 @@ def fmt(value: Optional[float], unit: str) -> str:
 
 
 def render(rows: List[Row]) -> str:
-    labels = [c.label for c in CONTENDERS]
-    header = ["benchmark", "unit", *labels, "best peer", "cloudsim/best", "better"]
+    """The main table (one column per contender), then each other table of :data:`TABLES` that has rows."""
+    parts = []
+    main = [r for r in rows if r.table == "main"]
+    if main:
+        parts.append(_render_table(main, [c.label for c in CONTENDERS], "cloudsim/best", share=False))
+    for name, (labels, ratio_header) in TABLES.items():
+        mine = [r for r in rows if r.table == name]
+        if mine:
+            parts.append(_render_table(mine, list(labels), ratio_header, share=True))
+    return "\n\n".join(parts)
+
+
+def _render_table(rows: List[Row], labels: List[str], ratio_header: str, share: bool) -> str:
+    """One table: figures per label, the best peer, the ratio and (``share``) the wrapper's share."""
+    header = ["benchmark", "unit", *labels]
+    header += [ratio_header, "wrapper share"] if share else ["best peer", ratio_header]
+    header.append("better")
     table = [header]
     for row in rows:
         best = row.best_peer()
@@ -633,16 +865,19 @@ def render(rows: List[Row]) -> str:
             ratio_text = "(info)" if row.info_only else "-"
         else:
             ratio_text = f"{ratio:.2f}x"
-        table.append([
-            row.name, row.unit, *[fmt(row.figures.get(lbl), row.unit) for lbl in labels],
-            best[0] if best and not row.info_only else "-", ratio_text, row.better,
-        ])
+        cells = [row.name, row.unit, *[fmt(row.figures.get(lbl), row.unit) for lbl in labels]]
+        if share:
+            overhead = row.overhead_share()
+            cells += [ratio_text, "-" if overhead is None else f"{overhead:.0%}"]
+        else:
+            cells += [best[0] if best and not row.info_only else "-", ratio_text]
+        table.append([*cells, row.better])
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines = []
     for i, r in enumerate(table):
         cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1])]
-        cells += [c.rjust(w) for c, w in zip(r[2:-2], widths[2:-2])]
-        cells += [r[-2].rjust(widths[-2]), r[-1].ljust(widths[-1])]
+        cells += [c.rjust(w) for c, w in zip(r[2:-1], widths[2:-1])]
+        cells.append(r[-1].ljust(widths[-1]))
         lines.append("  ".join(cells).rstrip())
         if i == 0:
             lines.append("-" * len(lines[0]))
@@ -653,7 +888,7 @@ def machine() -> Dict[str, Any]:
     import multiprocessing
 
     versions = {}
-    for name in ("cloudsim", "loky", "psutil", "cloudpickle"):
+    for name in ("cloudsim", "loky", "psutil", "cloudpickle", "distributed"):
         try:
             from importlib.metadata import version
 
@@ -719,11 +954,17 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}: other processes share the CPUs, "
           "so figures move from run to run; compare columns of one run, not runs")
     print()
-    print(render(rows))
+    print(render(rows) if rows else "(no figures)")
     print()
-    print("cloudsim/best = cloudsim's figure / the best peer's (best = lowest where lower is better, highest where "
-          "higher is better): with 'lower' a ratio above 1 means cloudsim is slower; with 'higher' a ratio below 1 "
-          "means cloudsim is slower.")
+    if any(r.table == "main" for r in rows):
+        print("cloudsim/best = cloudsim's figure / the best peer's (best = lowest where lower is better, highest where "
+              "higher is better): with 'lower' a ratio above 1 means cloudsim is slower; with 'higher' a ratio below 1 "
+              "means cloudsim is slower.")
+    if any(r.table == "dask" for r in rows):
+        print(f"Dask table: cloudsim's Dask backend ({DASK_MINE}) and a plain distributed.Client ({DASK_PLAIN}) on the "
+              f"same cluster, {DASK_WORKERS} workers; ratio = {DASK_MINE} / {DASK_PLAIN}; wrapper share = the part of "
+              "cloudsim's time per job that plain Dask does not spend, (cloudsim - plain) / cloudsim in time per job "
+              "(1 - rate ratio for throughput).")
     print("notes:")
     seen = set()
     for row in rows:
@@ -736,6 +977,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("errors:")
         for e in ctx.errors:
             print(f"  {e}")
+    for s in ctx.skipped:
+        print(f"skipped {s}")
 
     if args.json:
         doc = {
@@ -746,8 +989,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             "load_before": load_before,
             "load_after": load_after,
             "seconds": total,
-            "rows": [dict(asdict(r), best_peer=r.best_peer(), ratio=r.ratio()) for r in rows],
+            "rows": [dict(asdict(r), best_peer=r.best_peer(), ratio=r.ratio(),
+                          overhead_share=r.overhead_share() if r.table != "main" else None) for r in rows],
             "errors": ctx.errors,
+            "skipped": ctx.skipped,
         }
         with open(args.json, "w") as fh:
             json.dump(doc, fh, indent=1)

@@ -175,7 +175,7 @@ def start_dask(address: Optional[str] = None, n_workers: Optional[int] = None,
     if _context.current() is not None:
         return
     with _lock:
-        resolved = config.resolve(**settings)
+        resolved = config.resolve("start_dask", **settings)
         from cloudsim.dask.backend import DaskBackend
 
         _install(DaskBackend(resolved, address=address, n_workers=n_workers, dashboard_address=dashboard_address,
@@ -561,21 +561,18 @@ def _rebind() -> None:
 
 
 # ------------------------------------------------------------ fork-danger
-_fork_warned = False
-
-
 def _before_fork() -> None:
-    """Warn once when the client forks while the simulator's threads run (pitfall: fork-danger)."""
-    global _fork_warned
-    if _cloud is None or _fork_warned:
+    """Warn once per started cloud when the client forks while its threads run (pitfall: fork-danger)."""
+    cloud = _cloud
+    if cloud is None or getattr(cloud, "fork_warned", False):
         return
-    _fork_warned = True
-    policy = _cloud.settings.pitfalls
+    cloud.fork_warned = True
+    policy = cloud.settings.pitfalls
     if _pitfalls.action_for(policy, "fork-danger") == "ignore":
         return
     rec = _pitfalls.record(
         "fork-danger",
-        "The client process forked while the cloudsim simulator is running.",
+        f"The client process forked while the cloudsim {cloud.kind} is running.",
         "the cloud client runs threads (a manager thread, callbacks); a forked child inherits their locks "
         "in whatever state they were, and may hang or corrupt the simulator's state.",
         "fork before start_simulator(), after close(), or use a 'spawn'/'forkserver' start method "

@@ -137,7 +137,7 @@ class _Source:
         if self.kind == "attribute":
             return f"cloudsim.config.{self.name}"
         if self.kind == "override":
-            return f"start_simulator({self.name}=...)"
+            return f"{self.where or 'start_simulator'}({self.name}=...)"
         if self.kind == "settings":
             return f"Settings({self.name}=...)"
         if self.kind == "default":
@@ -156,7 +156,7 @@ class _Source:
                 f"or `del cloudsim.config.{self.name}` to drop the assignment."
             )
         if self.kind == "override":
-            return f"pass {fix_value} as {self.name}= to start_simulator(), or leave it out."
+            return f"pass {fix_value} as {self.name}= to {self.where or 'start_simulator'}(), or leave it out."
         if self.kind == "settings":
             return f"pass {fix_value} as Settings({self.name}=...)."
         return f"use {fix_value}."
@@ -1127,8 +1127,8 @@ class Config:
 
     # ----------------------------------------------------------------- public
 
-    def resolve(self, **overrides: Any) -> Settings:
-        """Return the settings in force, with ``overrides`` (from ``start_simulator``) on top.
+    def resolve(self, caller: str = "start_simulator", /, **overrides: Any) -> Settings:
+        """Return the settings in force, with ``overrides`` (from ``caller``, e.g. ``start_dask``) on top.
 
         Raises:
             TypeError: an override is no setting (or a setting is given under both its names).
@@ -1138,12 +1138,12 @@ class Config:
         unknown = [key for key in overrides if ALIASES.get(key, key) not in _RULES]
         if unknown:
             listed = ", ".join(f"{key!r}{_suggest(key, set(SETTING_NAMES) | set(ALIASES))}" for key in unknown)
-            raise TypeError(f"start_simulator() got unknown setting(s) {listed}. Valid settings: {_valid_names_text()}.")
+            raise TypeError(f"{caller}() got unknown setting(s) {listed}. Valid settings: {_valid_names_text()}.")
         for key, value in overrides.items():
             name = ALIASES.get(key, key)
             if name in layer:
-                raise TypeError(f"start_simulator() got {name} twice{_alias_note(name)}; pass only one of them.")
-            layer[name] = [(value, _Source("override", key))]
+                raise TypeError(f"{caller}() got {name} twice{_alias_note(name)}; pass only one of them.")
+            layer[name] = [(value, _Source("override", key, caller))]
         gathered = self._gather(layer)
         _check_unknown(gathered)
         values: Dict[str, Any] = {}

@@ -42,7 +42,7 @@ import pytest
 
 from cloudsim.pitfalls import CATALOGUE, IDS
 
-from conformance.backends import DEFAULT_BACKEND, ENV_VAR, Backend, BackendError, resolve_backend
+from conformance.backends import DEFAULT_BACKEND, ENV_VAR, UNSUPPORTED_PREFIX, Backend, BackendError, resolve_backend
 
 HERE = Path(__file__).resolve().parent
 OPTION = "--conformance-backend"
@@ -164,11 +164,13 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def wait_no_new_children(keep: frozenset = frozenset(), timeout: float = _LEAK_TIMEOUT) -> List[psutil.Process]:
-    """Poll until every child of the test runner outside ``keep`` is gone; return those still alive."""
+def wait_no_new_children(keep: frozenset = frozenset(), timeout: float = _LEAK_TIMEOUT,
+                         also_keep: Callable[[], List[int]] = list) -> List[psutil.Process]:
+    """Poll until every child of the test runner outside ``keep`` (and ``also_keep()``) is gone; return the rest."""
     deadline = time.monotonic() + timeout
     while True:
-        left = [p for p in _children() if p.pid not in keep and _alive(p)]
+        kept = keep | frozenset(also_keep())
+        left = [p for p in _children() if p.pid not in kept and _alive(p)]
         if not left or time.monotonic() >= deadline:
             return left
         time.sleep(0.05)
@@ -195,9 +197,9 @@ def _kill(procs: List[psutil.Process]) -> None:
     psutil.wait_procs(procs, timeout=10)
 
 
-def check_no_leak(keep: frozenset, what: str) -> None:
-    """Fail (after killing them) if children outside ``keep`` outlive ``what``."""
-    left = wait_no_new_children(keep)
+def check_no_leak(keep: frozenset, what: str, also_keep: Callable[[], List[int]] = list) -> None:
+    """Fail (after killing them) if children outside ``keep`` (and ``also_keep()``) outlive ``what``."""
+    left = wait_no_new_children(keep, also_keep=also_keep)
     if left:
         report = describe(left)
         _kill(left)
@@ -227,13 +229,17 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 @pytest.fixture(autouse=True)
 def _quirk_supported(request: pytest.FixtureRequest, backend: Backend) -> None:
-    """Skip a case whose quirk the backend declares it cannot reproduce."""
+    """Skip a case whose quirk the backend declares it cannot reproduce; tell the report the backend and its note."""
     quirk_id, _settings, problem = quirk_of(request.node)
     if problem:  # collection refuses these already; this guards items built later
         pytest.fail(f"{request.node.nodeid}: {problem}", pytrace=False)
+    request.node.user_properties.append(("backend", backend.name))
+    note = backend.note(quirk_id or "")
+    if note:
+        request.node.user_properties.append(("backend_note", note))
     ok, reason = backend.supports(quirk_id)
     if not ok:
-        pytest.skip(f"backend {backend.name!r} does not support {quirk_id!r}: {reason}")
+        pytest.skip(f"{UNSUPPORTED_PREFIX}{reason}")
 
 
 @pytest.fixture
@@ -253,7 +259,7 @@ def start_cloud(request: pytest.FixtureRequest, backend: Backend) -> Iterator[Ca
     finally:
         if started:
             backend.stop()
-            check_no_leak(before, f"{request.node.nodeid} (after the backend stopped)")
+            check_no_leak(before, f"{request.node.nodeid} (after the backend stopped)", backend.session_processes)
 
 
 @pytest.fixture

@@ -6,13 +6,22 @@ Load it with ``-p conformance.report`` (``cloudsim conformance`` does)::
 
 For every case it keeps the quirk id (the ``@pytest.mark.quirk("<id>", ...)``
 marker), what the case checks (the first line of its docstring, to the end of
-its paragraph) and its
+its paragraph), the backend it ran against with that backend's note on the
+quirk (``Backend.note``), and its
 outcome (``pass``, ``fail``, ``error``, ``skip``, ``xfail``, ``xpass``) with the
 reason for anything but a pass, and then:
 
-- prints them as a table in the terminal summary;
-- writes ``conformance.md`` (Markdown) and ``conformance.json`` into
-  ``--conformance-report-dir`` (ini: ``conformance_report_dir``) when given.
+- prints them as a table in the terminal summary, then one line per quirk
+  id with its verdict on each backend;
+- writes ``conformance.md`` (Markdown: the verdict per quirk id and backend,
+  then every case) and ``conformance.json`` into ``--conformance-report-dir``
+  (ini: ``conformance_report_dir``) when given.
+
+A verdict is ``reproduced`` (every case passed, or failed as expected),
+``cannot: <reason>`` (the backend declares it cannot reproduce the quirk:
+every case skipped with ``UNSUPPORTED_PREFIX``) or ``FAILS`` (some case
+failed, errored or passed unexpectedly); skips for other reasons (a missing
+optional package) are counted beside it.
 
 JUnit XML is pytest's own ``--junitxml``; this plugin adds the quirk id and
 the checked line to each test case there as ``<property>`` entries.
@@ -36,12 +45,16 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
+from conformance.backends import UNSUPPORTED_PREFIX
+
 __all__ = ["ConformanceReport", "OUTCOMES"]
 
 OPTION = "--conformance-report-dir"
 INI = "conformance_report_dir"
 _QUIRK_PROP = "quirk"
 _CHECKED_PROP = "checked"
+_BACKEND_PROP = "backend"  # set by conformance/conftest.py when the case's backend is known
+_NOTE_PROP = "backend_note"
 #: every outcome a case can have, in the order the summary lists them
 OUTCOMES = ("pass", "fail", "error", "skip", "xfail", "xpass")
 _MAX_REASON = 160
@@ -92,6 +105,24 @@ def _reason(report: pytest.TestReport) -> str:
     return _short(lines[-1]) if lines else ""
 
 
+def _verdict(outcomes: "Counter[str]", skipped: List[str]) -> str:
+    """One backend's verdict on one quirk, from its cases' outcomes and skip reasons (see the module docstring)."""
+    bad = sum(outcomes[o] for o in ("fail", "error", "xpass"))
+    total = sum(outcomes.values())
+    if bad:
+        return f"FAILS ({bad} of {total} cases)"
+    cannot = [r for r in skipped if r.startswith(UNSUPPORTED_PREFIX)]
+    if cannot and outcomes["skip"] == total:
+        return "cannot: " + cannot[0][len(UNSUPPORTED_PREFIX):]
+    done = outcomes["pass"] + outcomes["xfail"]
+    if not done:
+        return "skipped: " + "; ".join(skipped)
+    text = f"reproduced ({done} case{'s' if done != 1 else ''})"
+    if outcomes["skip"]:
+        text += f", {outcomes['skip']} skipped: " + "; ".join(skipped)
+    return text
+
+
 class ConformanceReport:
     """Collects the outcome of every case and writes the report."""
 
@@ -124,6 +155,8 @@ class ConformanceReport:
             case = {
                 "quirk": str(props.get(_QUIRK_PROP, "")),
                 "checked": str(props.get(_CHECKED_PROP, "")),
+                "backend": "",
+                "note": "",
                 "nodeid": report.nodeid,
                 "outcome": None,
                 "reason": "",
@@ -134,6 +167,9 @@ class ConformanceReport:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         case = self._case(report)
+        props = dict(report.user_properties)  # the backend is known from setup on
+        case["backend"] = str(props.get(_BACKEND_PROP, case["backend"]))
+        case["note"] = str(props.get(_NOTE_PROP, case["note"]))
         case["duration"] = round(case["duration"] + float(getattr(report, "duration", 0.0) or 0.0), 3)
         if report.when == "call" or (report.when == "setup" and not report.passed):
             if hasattr(report, "wasxfail"):
@@ -161,6 +197,29 @@ class ConformanceReport:
     def _finished_cases(self) -> List[Dict[str, Any]]:
         return [case for case in self.cases.values() if case["outcome"]]
 
+    def backends(self) -> List[str]:
+        """The backends the cases ran against, in the order they first appear ('' for a case with none)."""
+        return list(dict.fromkeys(case["backend"] for case in self._finished_cases()))
+
+    def by_quirk(self) -> Dict[str, Dict[str, Dict[str, Any]]]:
+        """quirk id -> backend -> its verdict there, e.g.
+        ``{"job-kill": {"dask": {"verdict": "reproduced", "outcomes": {"pass": 1}, "note": "...", "reasons": []}}}``.
+        """
+        table: Dict[str, Dict[str, Dict[str, Any]]] = {}
+        for case in self._finished_cases():
+            cell = table.setdefault(case["quirk"] or "-", {}).setdefault(
+                case["backend"], {"outcomes": Counter(), "reasons": [], "skipped": [], "note": ""})
+            cell["outcomes"][case["outcome"]] += 1
+            for key, wanted in (("reasons", case["outcome"] != "pass"), ("skipped", case["outcome"] == "skip")):
+                if wanted and case["reason"] and case["reason"] not in cell[key]:
+                    cell[key].append(case["reason"])
+            cell["note"] = cell["note"] or case["note"]
+        for cells in table.values():
+            for cell in cells.values():
+                cell["verdict"] = _verdict(cell["outcomes"], cell.pop("skipped"))
+                cell["outcomes"] = dict(cell["outcomes"])
+        return table
+
     def as_json(self) -> Dict[str, Any]:
         return {
             "suite": "cloudsim conformance",
@@ -168,6 +227,8 @@ class ConformanceReport:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "summary": self.summary(),
+            "backends": self.backends(),
+            "by_quirk": self.by_quirk(),
             "cases": self._finished_cases(),
         }
 
@@ -182,17 +243,43 @@ class ConformanceReport:
             "Outcomes: " + ", ".join(f"{n} {o}" for o, n in summary.items() if n) if any(summary.values())
             else "No case ran.",
             "",
-            "| quirk | outcome | checked | case | reason |",
-            "|---|---|---|---|---|",
         ]
 
         def cell(text: str) -> str:
             return text.replace("|", "\\|").replace("\n", " ")
 
+        backends = self.backends()
+        if any(backends):
+            lines += [
+                "## By quirk and backend",
+                "",
+                "Each cell: the verdict of the quirk's cases on that backend, and how the backend reproduces "
+                "it where that differs from the simulator.",
+                "",
+                "| quirk | " + " | ".join(b or "-" for b in backends) + " |",
+                "|---|" + "---|" * len(backends),
+            ]
+            for quirk, cells in self.by_quirk().items():
+                row = []
+                for backend in backends:
+                    found = cells.get(backend)
+                    if found is None:
+                        row.append("-")
+                        continue
+                    text = found["verdict"]
+                    if found["note"]:
+                        text += f"<br>*{found['note']}*"
+                    row.append(cell(text))
+                lines.append(f"| `{cell(quirk)}` | " + " | ".join(row) + " |")
+            lines += ["", "## Cases", ""]
+        lines += [
+            "| quirk | backend | outcome | checked | case | reason |",
+            "|---|---|---|---|---|---|",
+        ]
         for case in self._finished_cases():
             lines.append(
-                f"| `{cell(case['quirk'] or '-')}` | {case['outcome']} | {cell(case['checked'])} | "
-                f"`{cell(case['nodeid'])}` | {cell(case['reason'])} |"
+                f"| `{cell(case['quirk'] or '-')}` | {cell(case['backend'] or '-')} | {case['outcome']} | "
+                f"{cell(case['checked'])} | `{cell(case['nodeid'])}` | {cell(case['reason'])} |"
             )
         return "\n".join(lines) + "\n"
 
@@ -237,6 +324,14 @@ class ConformanceReport:
             if len(checked) > rest:
                 checked = checked[: rest - 3] + "..."
             tr.write_line(f"{case['quirk'] or '-':<{quirk_w}}  {case['outcome']:<{out_w}}  {checked}")
+        backends = [b for b in self.backends() if b]
+        if backends:
+            tr.write_line("")
+            tr.write_line("by quirk: " + " / ".join(backends))
+            for quirk, cells in self.by_quirk().items():
+                verdicts = [cells[b]["verdict"] if b in cells else "-" for b in backends]
+                line = f"{quirk:<{quirk_w}}  " + " / ".join(verdicts)
+                tr.write_line(line if len(line) <= width else line[: width - 3] + "...")
         tr.write_line("")
         tr.write_line("outcomes: " + ", ".join(f"{n} {o}" for o, n in self.summary().items() if n))
         for path in self.written:

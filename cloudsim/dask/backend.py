@@ -30,7 +30,9 @@ import heapq
 import itertools
 import logging
 import os
+import pickle
 import queue
+import re
 import secrets
 import socket
 import threading
@@ -42,7 +44,7 @@ from cloudsim.backend import JobTable, job_settings
 from cloudsim.dask import require
 from cloudsim.errors import CloudException
 from cloudsim.server import protocol
-from cloudsim.server.scheduler import ERROR, PROCESSING, Job
+from cloudsim.server.scheduler import ERROR, PROCESSING, QUEUED, Job
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +130,7 @@ class DaskBackend(JobTable):
         self.session = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.root = os.path.abspath(settings.server_root)
         self.session_dir = os.path.join(self.root, "dask", self.session)
-        self.module_dir = os.path.join(self.session_dir, "modules")
+        self.module_dir = ""  # set once the scheduler's address is known: one flat directory per cluster
         self.cluster: Any = None
         self.client: Any = None
         self.api: Optional[ApiServer] = None
@@ -144,6 +146,13 @@ class DaskBackend(JobTable):
         self._server_path: List[str] = []
         self._shipped_version = -1
         self._plugin = f"cloudsim-modules-{self.session}"
+        # with fewer slots than workers, jobs go to `cap` chosen workers, so the interpreters are as few and
+        # as reused as on the simulator; None: any worker
+        self._pool: Optional[List[str]] = None
+        # jobs handed to Dask that have not started yet (they are queued in Dask's scheduler), and how
+        # many may be, beyond the free slots: Dask starts the next one the moment a worker's thread is free
+        self._handed: Set[int] = set()
+        self._ahead = 0
         self.thread: Optional[threading.Thread] = None
 
     # ------------------------------------------------------------------ life
@@ -169,6 +178,11 @@ class DaskBackend(JobTable):
                 raise CloudException(f"The Dask cluster at {self.address} has no workers; start some, then retry.")
             self.cap = min(self.settings.max_concurrent_jobs, self.slots)
             self.sched.cap = self.cap
+            if self.cap < len(workers) and all(int(w.get("nthreads", 1)) == 1 for w in workers.values()):
+                self._pool = sorted(workers)[: self.cap]
+            elif self.cap == self.slots:  # the cluster's threads hold the cap themselves: Dask may queue jobs
+                self._ahead = max(64, 8 * self.cap)
+            self.module_dir = os.path.join(self.root, "dask", "modules-" + _slug(self.address))
             self.api = ApiServer(self, _reachable_host(self.address))
             self.worker_settings = job_settings(self.settings, self.session, self.root)
             self.worker_settings.update({
@@ -188,20 +202,25 @@ class DaskBackend(JobTable):
             if self._closed:
                 return
             self._closed = True
-            running = [job for job in self.sched.jobs.values() if job.status == PROCESSING]
-            keys = [_key(self.session, job.jid) for job in running]
+            running = [self._futures[job.jid] for job in self.sched.jobs.values()
+                       if job.status == PROCESSING and job.jid in self._futures]
             self._kill_unfinished("Killed: the Dask backend was closed")
         self._events.put(None)
         if self.thread is not None and self.thread is not threading.current_thread():
             self.thread.join(10)
-        if keys and self.client is not None and self.cluster is None:
-            self._stop_keys(keys)  # on a cluster we do not own, jobs must not run on after close()
+        if running and self.client is not None and self.cluster is None:
+            self._stop(running)  # on a cluster we do not own, jobs must not run on after close()
         self._stop_callbacks()
         self._release()
 
     def _release(self) -> None:
         if self.api is not None:
             self.api.close()
+        if self._store is not None:
+            try:
+                self._store.release(self.session)  # this client's modules are no longer live on the cluster
+            except OSError:
+                log.debug("could not release session %s in %s", self.session, self.module_dir, exc_info=True)
         client, self.client = self.client, None
         if client is not None:
             try:
@@ -230,33 +249,65 @@ class DaskBackend(JobTable):
         if shipment.version != self._shipped_version:
             from cloudsim.dask.task import ModulesPlugin
 
-            self.client.register_plugin(ModulesPlugin(_read_tree(self.module_dir)), name=self._plugin)
+            self.client.register_plugin(ModulesPlugin(self._store.adopt(self.session, snapshot.shipped_sources(self._store))), name=self._plugin)
             self._shipped_version = shipment.version
         return shipment
 
     # -------------------------------------------------------------- dispatch
     def _dispatch(self) -> None:
-        """Hand Dask the jobs that may start now (lock held)."""
+        """Hand Dask the jobs that may start now, and up to ``_ahead`` more to queue (lock held).
+
+        A handed job stays ``queued`` (assigned) until its worker asks to
+        start it (:meth:`_start_job`): only then does it hold a slot.
+        """
         if self._closed:
             return
-        free = self.sched.free_slots
+        free = self.sched.free_slots + self._ahead - len(self._handed)
         if free <= 0 or not self.sched.has_ready():
             return
         from cloudsim.dask.task import run_job
 
+        by_priority: Dict[int, List[Job]] = {}
         for job in self.sched.take_ready(free):
+            self._handed.add(job.jid)
+            by_priority.setdefault(int(job.opts.get("priority", 5)), []).append(job)
+        for priority, jobs in by_priority.items():  # one message to the scheduler per priority
+            specs = [(job.jid, *job.spec, job.opts.get("worker")) for job in jobs]
+            keys = [_key(self.session, job.jid) for job in jobs]
+            futures = self.client.map(run_job, [self.worker_settings] * len(jobs), specs, key=keys, pure=False,
+                                      priority=-priority, workers=self._pool,
+                                      allow_other_workers=self._pool is not None)
+            for job, key, future in zip(jobs, keys, futures):
+                self._keys[key] = job.jid
+                self._futures[job.jid] = future
+                future.add_done_callback(self._on_done)
+
+    def answer_api(self, jid: Optional[int], method: str, data: bytes, reply: Any) -> None:
+        if method == "start":
+            reply(True, _PICKLED[self._start_job(jid)])
+        else:
+            super().answer_api(jid, method, data, reply)
+
+    def _start_job(self, jid: Optional[int]) -> bool:
+        """A worker is about to run job ``jid``: it starts now, unless it was killed while queued."""
+        with self.lock:
+            self._handed.discard(jid)  # type: ignore[arg-type]
+            job = self.sched.jobs.get(jid) if jid is not None else None
+            if self._closed or job is None or job.status != QUEUED or not job.assigned:
+                return False
             self.sched.start(job)
-            func_b, args_b, kwargs_b = job.spec
-            spec = (job.jid, func_b, args_b, kwargs_b, job.opts.get("worker"))
-            key = _key(self.session, job.jid)
-            future = self.client.submit(run_job, self.worker_settings, spec, key=key, pure=False,
-                                        priority=-int(job.opts.get("priority", 5)))
-            self._keys[key] = job.jid
-            self._futures[job.jid] = future
-            future.add_done_callback(self._on_done)
             max_runtime = job.opts.get("max_runtime")
             if max_runtime:
                 self._add_timer(time.monotonic() + max_runtime, ("runtime", job.jid))
+            return True
+
+    def _unassign(self, job: Job) -> None:
+        """A job handed to Dask is killed before it started: Dask must not run it (lock held)."""
+        self._handed.discard(job.jid)
+        self._keys.pop(_key(self.session, job.jid), None)
+        future = self._futures.pop(job.jid, None)
+        if future is not None:
+            self._events.put(("forget", [future]))
 
     def _on_done(self, future: Any) -> None:
         self._events.put(("done", future))
@@ -287,7 +338,9 @@ class DaskBackend(JobTable):
                 self._handle([e[1] for e in batch if e[0] == "done"])
                 for e in batch:
                     if e[0] == "stop":
-                        self._stop_keys(e[1])
+                        self._stop(e[1])
+                    elif e[0] == "forget":
+                        self._forget(e[1], wait=False)
                     elif e[0] == "retire":
                         self._retire(e[1])
                 self._fire_timers()
@@ -311,28 +364,41 @@ class DaskBackend(JobTable):
                 values = [self._gather_one(f) for f in finished]
         results = {f.key: v for f, v in zip(finished, values)}
         retire: List[str] = []
+        retired: List[Any] = []
         with self.lock:
             for future in futures:
                 jid = self._keys.pop(future.key, None)
                 if jid is None:
                     continue
                 self._futures.pop(jid, None)
+                self._handed.discard(jid)
                 job = self.sched.jobs.get(jid)
                 value = results.get(future.key)
-                if job is None or job.status != PROCESSING:
-                    if isinstance(value, tuple) and value[1]:
-                        retire.append(value[1])
+                if isinstance(value, tuple) and value[1]:
+                    retire.append(value[1])
+                    retired.append(future)
+                if job is None or job.is_finished:
                     continue
-                if isinstance(value, tuple):
-                    outcome, address = value
-                    self._apply_outcome(job, outcome)
-                    if address:
-                        retire.append(address)
-                else:
+                if not isinstance(value, tuple):
                     self._lost(job, future)
+                elif value[0] == _NOT_STARTED:  # its worker could not ask the client (a broken link)
+                    job.exc_type = "WorkerDied"
+                    for f in self.sched.finish(job, ERROR, "The job's Dask worker could not reach the client to "
+                                                           "start it; see the Dask cluster's log."):
+                        self._completed(f)
+                elif job.status == PROCESSING:
+                    self._apply_outcome(job, value[0])
             self._dispatch()
-        for address in retire:
-            self._retire(address)
+        forgotten = {f.key for f in retired}
+        for future in futures:
+            if future.key not in forgotten:
+                future.release()  # the outcome is in; the worker need not keep it
+        if retire:
+            # the scheduler must forget these results first: a result lost with its worker is computed
+            # again while a future still refers to it, and a job must never run twice
+            self._forget(retired)
+            for address in retire:
+                self._retire(address)
 
     def _gather_one(self, future: Any) -> Any:
         try:
@@ -371,26 +437,43 @@ class DaskBackend(JobTable):
         job.exc_type = "Killed"
         for f in self.sched.finish(job, "killed", message):
             self._completed(f)
-        key = _key(self.session, job.jid)
-        self._keys.pop(key, None)
-        self._futures.pop(job.jid, None)
-        self._events.put(("stop", [key]))
+        self._keys.pop(_key(self.session, job.jid), None)
+        future = self._futures.pop(job.jid, None)
+        if future is not None:
+            self._events.put(("stop", [future]))
 
-    def _stop_keys(self, keys: List[str]) -> None:
-        """End the worker processes running these tasks (their nannies start fresh ones), then forget the tasks."""
+    def _stop(self, futures: List[Any]) -> None:
+        """End the worker processes running these tasks (their nannies start fresh ones), and forget the tasks."""
         from cloudsim.dask.task import running_on
 
-        client = self.client
-        if client is None:
+        if self.client is None:
             return
         try:
-            where = client.run_on_scheduler(running_on, keys)
+            where = self.client.run_on_scheduler(running_on, [f.key for f in futures])
         except Exception:
             where = {}
+        self._forget(futures)  # first: on a cluster that retries tasks, a job must not start again elsewhere
         for address in set(a for a in where.values() if a):
             self._retire(address)
+
+    def _forget(self, futures: List[Any], timeout: float = 5.0, wait: bool = True) -> None:
+        """Cancel these tasks and wait (``timeout`` s at most) until the scheduler has forgotten them.
+
+        The cancel travels on the client's batched stream and a worker's end
+        on another connection, so without the wait the scheduler could see
+        the worker go first, and compute again a task that a future still
+        wants (a job must never run twice).
+        """
+        from cloudsim.dask.task import known_keys
+
+        keys = [f.key for f in futures]
         try:
-            client.cancel(keys, force=True)
+            self.client.cancel(futures, force=True)
+            if not wait:
+                return
+            deadline = time.monotonic() + timeout
+            while self.client.run_on_scheduler(known_keys, keys) and time.monotonic() < deadline:
+                time.sleep(0.01)
         except Exception:
             log.debug("could not cancel %s", keys, exc_info=True)
 
@@ -399,9 +482,24 @@ class DaskBackend(JobTable):
         from cloudsim.dask.task import exit_worker
 
         try:
-            self.client.run(exit_worker, workers=[address], wait=False)
+            self.client.run(exit_worker, workers=[address], wait=False, on_error="ignore")
         except Exception:
             log.debug("could not restart the worker %s", address, exc_info=True)
+        if self._pool is not None and address in self._pool:
+            self._replace_in_pool(address)
+
+    def _replace_in_pool(self, address: str) -> None:
+        """A chosen worker is being replaced: choose another (not the one going away)."""
+        try:
+            live = self.client.run_on_scheduler(_worker_addresses)
+        except Exception:
+            live = []
+        with self.lock:
+            pool = [a for a in (self._pool or []) if a != address]
+            spare = [a for a in sorted(live) if a not in pool and a != address]
+            if spare:
+                pool.append(spare[0])
+            self._pool = pool
 
     # ------------------------------------------------------------- querying
     def connection_info(self) -> dict:
@@ -425,28 +523,27 @@ class DaskBackend(JobTable):
         return self.cluster.pids() if self.cluster is not None else []
 
 
+_NOT_STARTED = ("not-started",)  # cloudsim.dask.task.NOT_STARTED (that module needs distributed to import)
+_PICKLED = {answer: pickle.dumps(answer, pickle.HIGHEST_PROTOCOL) for answer in (True, False)}
+
+
 def _key(session: str, jid: int) -> str:
     return f"cloudsim-{session}-{jid}"
+
+
+def _slug(address: str) -> str:
+    """A directory name for a scheduler address: 'tcp://127.0.0.1:8786' -> 'tcp-127.0.0.1-8786'."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", address).strip("-")
+
+
+def _worker_addresses(dask_scheduler: Any) -> List[str]:
+    return list(dask_scheduler.workers)
 
 
 def _sys_path() -> List[str]:
     import sys
 
     return list(sys.path)
-
-
-def _read_tree(root: str) -> Dict[str, bytes]:
-    """Every shipped file under the flat module directory, by relative path (no bytecode, no manifest)."""
-    files: Dict[str, bytes] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d != "__pycache__" and not d.startswith(".")]
-        for name in filenames:
-            if name.startswith(".") or name.endswith((".pyc", ".lock", ".tmp")):
-                continue
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                files[os.path.relpath(path, root)] = f.read()
-    return files
 
 
 def _reachable_host(address: str) -> str:

@@ -15,7 +15,15 @@ Scheduler settings that make Dask behave as PiCloud's queue:
   never run a second time on another worker;
 - ``worker-saturation: 1.0``: a worker is handed a job only when its thread
   is free, so the worker of a running job is known exactly;
-- ``worker.daemon: False``: jobs may start processes (``multiprocessing``).
+- ``worker.daemon: False``: jobs may start processes (``multiprocessing``);
+- ``multiprocessing-method: forkserver``: workers are forked from a clean
+  process that has imported ``distributed`` (never from the client);
+- ``deploy.lost-worker-timeout``: off (a day). Dask's local cluster closes
+  a worker's nanny for good when no worker of that name is registered 15 s
+  after one left; cloudsim replaces interpreters often (kill, leaks,
+  ``restart_workers``), and a restart in progress at that moment would
+  otherwise cost the cluster a worker. Here a nanny always restarts its
+  worker, so a worker is never lost.
 """
 
 from __future__ import annotations
@@ -36,6 +44,10 @@ DASK_CONFIG: Dict[str, Any] = {
     "distributed.scheduler.worker-saturation": 1.0,
     "distributed.worker.daemon": False,
     "distributed.worker.memory.pause": False,  # a paused worker would hold its jobs back, unlike the cloud
+    # workers are forked from a clean server that imported distributed once (a zygote, as the
+    # simulator's): a replaced interpreter is ready in a fraction of a spawn's time
+    "distributed.worker.multiprocessing-method": "forkserver",
+    "distributed.deploy.lost-worker-timeout": "1 day",
 }
 
 
@@ -149,7 +161,9 @@ def main(argv: List[str]) -> int:
     dashboard = spec.get("dashboard_address")
     cluster = LocalCluster(
         n_workers=int(spec["n_workers"]), threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address=dashboard, worker_dashboard_address=None, silence_logs=logging.ERROR,
+        dashboard_address=dashboard, worker_dashboard_address=None,
+        silence_logs=getattr(logging, os.environ.get("CLOUDSIM__DASK_LOG_LEVEL", "ERROR").upper(), logging.ERROR),
+        local_directory=os.path.join(os.getcwd(), "dask-workers"),
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.stdin.close())
     try:

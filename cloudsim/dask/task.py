@@ -12,6 +12,10 @@ interpreter with Dask asks for:
   (``cloudsim.job.scope``), never to Dask's own threads;
 - fd 1 and 2 point at the job's output files only while it runs.
 
+A job starts only when the client says so (:func:`_may_start`): Dask may
+hold it queued for a while, and the client may have killed it meanwhile; the
+answer also marks the exact moment it starts to hold one of the cap's slots.
+
 A job that leaves the interpreter unusable (leaked threads or processes,
 ``_kill_process``) pauses its worker, so Dask gives it no further job; the
 client then restarts that worker process.
@@ -40,6 +44,7 @@ from cloudsim.job import scope as _scope
 from cloudsim.server import protocol
 
 HELLO = "hello"
+NOT_STARTED = ("not-started",)  # run_job's outcome for a job the client no longer wanted run
 MODULE_DIR_NAME = "cloudsim-modules"
 
 # session -> (runner, link) in this worker process
@@ -130,8 +135,10 @@ def _session(settings: dict) -> Tuple[Any, ClientLink]:
             os.environ["CLOUDSIM__MODULE_DIR"] = modules
             runner.install(scoped_output=True)
             _INSTALLED = True
-        else:  # a later client of the same worker: its own network settings and project tree
+        else:  # a later client of the same worker: its own network settings, project tree and modules
             from cloudsim.job import datafiles, sandbox
+
+            _forget_shipped_modules(modules)
 
             os.makedirs(runner.worker_dir, exist_ok=True)
             runner.output = _worker._Output(runner.worker_dir, scoped=True)
@@ -145,11 +152,32 @@ def _session(settings: dict) -> Tuple[Any, ClientLink]:
     return runner, link
 
 
+def _forget_shipped_modules(directory: str) -> None:
+    """Unload the modules an earlier client shipped here, so a new client's jobs import its own files.
+
+    Within one client a module is a snapshot that never refreshes (as on
+    the cloud); a Dask worker, unlike a cloud worker, can serve several
+    clients in turn, and one client's ``foo`` must not answer for another's.
+    """
+    prefix = os.path.join(directory, "")
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None) or ""
+        if path.startswith(prefix):
+            del sys.modules[name]
+
+
 def run_job(settings: dict, spec: tuple) -> Tuple[tuple, Optional[str]]:
-    """The Dask task of one cloudsim job: returns (the job's outcome, this worker's address if it retires)."""
-    runner, link = _session(settings)
-    cwd = os.getcwd()
+    """The Dask task of one cloudsim job: returns (the job's outcome, this worker's address if it retires).
+
+    The worker's process-wide default socket timeout is the job's only while
+    it runs: it is saved before the session's sandbox sets it, and restored
+    after, so Dask's own work between jobs keeps the worker's value.
+    """
     timeout = socket.getdefaulttimeout()
+    cwd = os.getcwd()
+    runner, link = _session(settings)
+    if not _may_start(link, spec[0]):
+        return NOT_STARTED, None
     _context.install(link)
     try:
         with _scope.job_thread():
@@ -164,6 +192,17 @@ def run_job(settings: dict, spec: tuple) -> Tuple[tuple, Optional[str]]:
     if not retire:
         return outcome, None
     return outcome, _pause_worker()
+
+
+def _may_start(link: ClientLink, jid: int) -> bool:
+    """Ask the client whether job ``jid`` starts now: it may have been killed while queued in Dask."""
+    link.jid = jid
+    try:
+        return bool(link.request("start", None))
+    except Exception:  # the client closed, or is gone: nothing may run on its account
+        return False
+    finally:
+        link.jid = None
 
 
 def _pause_worker() -> Optional[str]:
@@ -183,16 +222,27 @@ def _pause_worker() -> Optional[str]:
         return None
 
 
-def exit_worker() -> None:
-    """Run on a worker's event loop to end its process at once; its nanny starts a fresh one."""
+async def exit_worker() -> None:
+    """Run on a worker's event loop to end its process at once; its nanny starts a fresh one.
+
+    A coroutine, so ``Client.run(..., wait=False)`` may start it without waiting for an answer.
+    """
     os._exit(1)
 
 
-def running_on(dask_scheduler: Any, keys: list) -> Dict[str, Optional[str]]:
-    """Run on the scheduler: the worker each task runs on, e.g. {'cloudsim-..-7': 'tcp://127.0.0.1:4242'}."""
+def running_on(keys: list, dask_scheduler: Any = None) -> Dict[str, Optional[str]]:
+    """Run on the scheduler: the worker each task runs on, e.g. {'cloudsim-..-7': 'tcp://127.0.0.1:4242'}.
+
+    ``Client.run_on_scheduler`` passes the scheduler by keyword, so it is the last parameter.
+    """
     out: Dict[str, Optional[str]] = {}
     for key in keys:
         ts = dask_scheduler.tasks.get(key)
         ws = getattr(ts, "processing_on", None) if ts is not None else None
         out[key] = ws.address if ws is not None else None
     return out
+
+
+def known_keys(keys: list, dask_scheduler: Any = None) -> list:
+    """Run on the scheduler: those of ``keys`` it still has a task for."""
+    return [key for key in keys if key in dask_scheduler.tasks]

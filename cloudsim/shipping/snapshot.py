@@ -15,7 +15,7 @@ import importlib.machinery
 import os
 import threading
 import time
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from cloudsim import pitfalls as _pitfalls
 from cloudsim.shipping.analysis import ANALYZER, Closure, ModuleInfo
@@ -58,6 +58,12 @@ def _installed_shadow(name: str, server_path: Iterable[str]) -> Optional[str]:
         list(spec.submodule_search_locations)[0] if spec is not None and spec.submodule_search_locations else None)
     _installed_path_cache[top] = where
     return where
+
+
+def shipped_sources(store: FlatStore) -> Set[str]:
+    """The source files this client process has shipped into ``store`` (once each, whatever the session)."""
+    with _lock:
+        return {path for path, _mtime, _size in _shipped.get(store.dir, {}).values()}
 
 
 def prepare(seeds: List[str], store: FlatStore, session: str, server_path: List[str]) -> Shipment:

@@ -114,7 +114,7 @@ class FlatStore:
                         f"  {m.path}\n"
                         f"cannot be shipped while a different '{m.name}' from\n"
                         f"  {entry.get('source')}\n"
-                        f"is in use by another running simulator (session {live[0]}).\n"
+                        f"is in use by another running client (session {live[0]}).\n"
                         "Why: all modules sent to the cloud live in one directory, so each top-level module name "
                         "must refer to one file on a machine (pitfall: flat-module-dir).\n"
                         f"Fix: rename one of them (e.g. put '{top}' inside a package), or stop the other client.\n"
@@ -141,6 +141,25 @@ class FlatStore:
                 manifest[m.relpath] = {"source": m.path, "sha1": digests[m.relpath], "name": m.name,
                                        "sessions": sessions}
         return written
+
+    def adopt(self, session: str, sources: Iterable[str]) -> Dict[str, bytes]:
+        """Mark the modules shipped from ``sources`` as used by ``session`` too; return their files by relpath.
+
+        A client ships a module once per process; a later session of the same
+        process (the cloud was restarted) uses what is already here, and its
+        workers need those files.
+        """
+        wanted = set(sources)
+        files: Dict[str, bytes] = {}
+        with self._locked() as manifest:
+            for relpath, entry in manifest.items():
+                if entry.get("source") not in wanted:
+                    continue
+                with open(os.path.join(self.dir, relpath), "rb") as f:
+                    files[relpath] = f.read()
+                if session not in entry.get("sessions", []):
+                    entry["sessions"] = [s for s in entry.get("sessions", []) if session_alive(s)] + [session]
+        return files
 
     def release(self, session: str) -> None:
         """A simulator stopped: its modules are no longer live on its account (files stay)."""

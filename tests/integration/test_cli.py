@@ -479,10 +479,14 @@ def test_conformance_subset_writes_every_report(tmp_path: Path, server_root: Pat
         assert case["outcome"] in ("pass", "fail", "error", "skip", "xfail", "xpass")
         assert case["checked"], case
         assert case["nodeid"].startswith("conformance/")
+        assert case["backend"] == "simulator", case
+    assert data["backends"] == ["simulator"]
+    assert set(data["by_quirk"]) == {"job-output", "network-timeout"}
     failed = data["summary"]["fail"] + data["summary"]["error"]
     assert (proc.returncode == 0) == (failed == 0), show(proc)
     markdown = (out / "conformance.md").read_text()
-    assert "| quirk | outcome | checked | case | reason |" in markdown
+    assert "| quirk | simulator |" in markdown
+    assert "| quirk | backend | outcome | checked | case | reason |" in markdown
     assert "`job-output`" in markdown
     tree = ET.parse(out / "conformance.xml")
     props = {p.get("value") for p in tree.iter("property") if p.get("name") == "quirk"}
@@ -591,8 +595,8 @@ def _check_synthetic(proc: subprocess.CompletedProcess, out: Path) -> None:
         assert reason in case["reason"], case
     assert data["summary"] == {"pass": 2, "fail": 1, "error": 1, "skip": 1, "xfail": 1, "xpass": 1}
     markdown = (out / "conformance.md").read_text()
-    assert "| `beta` | fail | Beta \\| with a pipe. |" in markdown, markdown
-    assert "| `-` | pass |" in markdown
+    assert "| `beta` | - | fail | Beta \\| with a pipe. |" in markdown, markdown
+    assert "| `-` | - | pass |" in markdown
     assert "Outcomes: 2 pass, 1 fail, 1 error, 1 skip, 1 xfail, 1 xpass" in markdown
     tree = ET.parse(out / "junit.xml")
     quirks = sorted(p.get("value") for p in tree.iter("property") if p.get("name") == "quirk")
@@ -614,6 +618,75 @@ def test_report_plugin_under_xdist(tmp_path: Path) -> None:
     pytest.importorskip("xdist")
     proc, out = _run_synthetic(tmp_path, ["-n", "2"])
     _check_synthetic(proc, out)
+
+
+def test_report_plugin_verdicts_per_quirk_and_backend(tmp_path: Path) -> None:
+    """Cases run against two backends: the report gives each quirk a verdict per backend, with the backend's note.
+
+    Backend 'two' declares it cannot reproduce 'solo' (the harness's skip reason) and has a note on 'pair';
+    'pair' fails on 'one' only.
+    """
+    suite = tmp_path / "suite"
+    script(suite / "conftest.py", '''
+        import pytest
+        from conformance.backends import UNSUPPORTED_PREFIX
+
+        def pytest_configure(config):
+            config.addinivalue_line("markers", "quirk(id, **settings): the quirk a case proves")
+
+        @pytest.fixture(params=["one", "two"])
+        def backend(request):
+            return request.param
+
+        @pytest.fixture(autouse=True)
+        def _as_the_harness_does(request, backend):
+            request.node.user_properties.append(("backend", backend))
+            quirk = request.node.get_closest_marker("quirk").args[0]
+            if backend == "two" and quirk == "pair":
+                request.node.user_properties.append(("backend_note", "done another way"))
+            if backend == "two" and quirk == "solo":
+                pytest.skip(UNSUPPORTED_PREFIX + "two has no solo")
+    ''')
+    script(suite / "test_cases.py", '''
+        import pytest
+
+        @pytest.mark.quirk("solo")
+        def test_solo(backend):
+            """Solo works."""
+
+        @pytest.mark.quirk("pair")
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_pair(backend, n):
+            """Pair works."""
+            assert not (backend == "one" and n == 2), "pair broke on one"
+
+        @pytest.mark.quirk("pair")
+        def test_pair_optional(backend):
+            """Pair needs an optional package."""
+            pytest.skip("no optional package")
+    ''')
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "pytest", str(suite), "-p", "conformance.report",
+                           "-p", "no:cacheprovider", "--conformance-report-dir", str(out)],
+                          cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert proc.returncode == 1, show(proc)
+    data = json.loads((out / "conformance.json").read_text())
+    assert data["backends"] == ["one", "two"]
+    verdicts = {q: {b: cell["verdict"] for b, cell in cells.items()} for q, cells in data["by_quirk"].items()}
+    assert verdicts == {
+        "solo": {"one": "reproduced (1 case)", "two": "cannot: two has no solo"},
+        "pair": {"one": "FAILS (1 of 3 cases)",
+                 "two": "reproduced (2 cases), 1 skipped: no optional package"},
+    }
+    assert data["by_quirk"]["pair"]["two"]["note"] == "done another way"
+    assert {c["backend"] for c in data["cases"]} == {"one", "two"}
+    markdown = (out / "conformance.md").read_text()
+    assert "| quirk | one | two |" in markdown
+    assert "| `solo` | reproduced (1 case) | cannot: two has no solo |" in markdown
+    assert "reproduced (2 cases), 1 skipped: no optional package<br>*done another way*" in markdown
+    table = proc.stdout[proc.stdout.index("by quirk: one / two"):]
+    assert "solo" in table and "cannot: two has no solo" in table
 
 
 def test_report_plugin_without_a_directory_only_prints(tmp_path: Path) -> None:

@@ -323,6 +323,16 @@ def test_alias_as_override(cfg):
     assert cfg.resolve(max_transmit_data=5_000_000).max_transmit_size == 5_000_000
 
 
+def test_errors_name_the_start_function_that_was_called(cfg):
+    """Settings passed to start_dask() are reported as start_dask's, not start_simulator's."""
+    with pytest.raises(TypeError, match=r"^start_dask\(\) got unknown setting\(s\) 'bogus'"):
+        cfg.resolve("start_dask", bogus=1)
+    message = error_of(cfg.resolve, "start_dask", max_concurrent_jobs=0)
+    assert "from start_dask(max_concurrent_jobs=...)" in message
+    assert "as max_concurrent_jobs= to start_dask()" in message
+    assert "from start_simulator(max_concurrent_jobs=...)" in error_of(cfg.resolve, max_concurrent_jobs=0)
+
+
 def test_alias_names_itself_in_errors(cfg, monkeypatch):
     message = error_of(setattr, cfg, "max_transmit_data", 16_000_001)
     assert message.startswith("Invalid max_transmit_data 16000001 from cloudsim.config.max_transmit_data:")
