@@ -5,9 +5,12 @@ an address, uses a running scheduler) and runs every job through the same
 job wrapper as the simulator (sandbox, output capture, hygiene checks,
 pitfalls), one job at a time per worker process. The job table, the
 ``max_concurrent_jobs`` cap, dependencies and the exact deadlock check stay
-in the client (:class:`cloudsim.backend.JobTable`): Dask receives a job when
-it may start, which is what lets a job blocked in ``join`` keep its slot as
-on PiCloud.
+in the client (:class:`cloudsim.backend.JobTable`): Dask receives a job once
+its dependencies are done, keeps it in its own queue (in priority order)
+until a worker thread is free, and the worker asks the client before it
+starts it. So a job holds a slot exactly while it runs, a job blocked in
+``join`` keeps its slot as on PiCloud, and a job killed while queued never
+runs.
 
 - ``backend.py``: the client side (:class:`DaskBackend`) and the link jobs
   use to call the API from inside the cluster.

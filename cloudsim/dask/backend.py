@@ -2,21 +2,25 @@
 
 ::
 
-    call/map ─► JobTable (waiting/queued, cap, deps) ─► _dispatch ─► Client.submit(run_job, ...)
-                                                                          │ Dask worker: the job wrapper
+    call/map ─► JobTable (waiting/queued, cap, deps) ─► _dispatch ─► Client.map(run_job, ...)
+                                                                          │ Dask's queue, then a worker:
+                                            ApiServer: "start"? ◄─────────┤ the job wrapper
     result/join ◄── _completed ◄── manager thread: gather outcomes ◄──────┘
                                       │ timers (_max_runtime), stops (kill), worker restarts
     job calls the API ─► ApiServer (a socket in the client) ─► answer_api ─► the same JobTable
 
-A job reaches Dask only when the :class:`~cloudsim.server.scheduler.Scheduler`
-lets it start: its dependencies finished and a slot under
-``max_concurrent_jobs`` is free. That is how ``_depends_on`` and
-``_depends_on_errors`` keep PiCloud's meaning (``waiting``, ``stalled``), how
-the cap holds cluster-wide, and how a job blocked in ``join`` keeps its slot
-so the recursion deadlock happens, and is found, as on PiCloud. The cap is
-never more than the cluster's worker threads, so a job that holds a slot
-also holds a Dask thread. ``_priority`` orders the queue here and is passed
-on as Dask's priority.
+A job reaches Dask once the :class:`~cloudsim.server.scheduler.Scheduler`
+has it ready: its dependencies finished. That is how ``_depends_on`` and
+``_depends_on_errors`` keep PiCloud's meaning (``waiting``, ``stalled``).
+Up to the free slots, plus ``_ahead`` more when the cluster's threads are
+exactly the cap, wait in Dask's queue (in ``_priority`` order, passed on
+as Dask's priority) and stay ``queued`` here: a job starts, and takes one
+of the ``max_concurrent_jobs`` slots, when its worker asks the client
+(``start``) and the job is still wanted. So the cap holds cluster-wide, a
+job blocked in ``join`` keeps its slot and the recursion deadlock happens,
+and is found, as on PiCloud, and a job killed while queued never runs. The
+cap is never more than the cluster's worker threads; with fewer slots than
+one-thread workers, jobs go to ``cap`` chosen workers (``_pool``).
 
 A running job cannot be cancelled in Dask, so ``kill`` and ``_max_runtime``
 end the worker process that runs it (its nanny starts a fresh one), as the
