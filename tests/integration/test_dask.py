@@ -39,6 +39,7 @@ distributed = importlib.import_module("distributed") if os.environ.get("CI") els
 import cloudsim  # noqa: E402
 from cloudsim import CloudException, CloudTimeoutError  # noqa: E402
 from conftest import describe, wait_no_children  # noqa: E402
+from gated_jobs import append, held, held_then_fail, pid_then_hold, write_pid  # noqa: E402
 
 WAIT = 60.0  # seconds; only a hang reaches it
 N_WORKERS = 4
@@ -53,49 +54,6 @@ def square(x: int) -> int:
 
 def fail(message: str = "boom") -> None:
     raise ValueError(message)
-
-
-def held(gate: str, started: str = "", value: Any = None, log: str = "") -> Any:
-    """Touch ``started`` (if given), wait until ``gate`` exists (60 s at most), append ``value`` to ``log``."""
-    if started:
-        Path(started).touch()
-    deadline = time.monotonic() + 60
-    while not os.path.exists(gate):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gate {gate} never opened")
-        time.sleep(0.01)
-    if log:
-        append(log, value)
-    return value
-
-
-def held_then_fail(gate: str) -> None:
-    """Wait for ``gate``, then raise."""
-    held(gate)
-    raise ValueError("the dependency failed on purpose")
-
-
-def append(log: str, value: Any) -> Any:
-    """Append ``value`` to the file ``log`` (one line) and return it."""
-    with open(log, "a") as f:
-        f.write(f"{value}\n")
-    return value
-
-
-def write_pid(pidfile: str) -> int:
-    """Write this interpreter's pid to ``pidfile`` (atomically) and return it."""
-    tmp = f"{pidfile}.tmp"
-    with open(tmp, "w") as f:
-        f.write(str(os.getpid()))
-    os.replace(tmp, pidfile)
-    return os.getpid()
-
-
-def pid_then_hold(pidfile: str, gate: str) -> int:
-    """Write this interpreter's pid to ``pidfile``, then wait for ``gate``."""
-    write_pid(pidfile)
-    held(gate)
-    return os.getpid()
 
 
 def getpid(_: Any = None) -> int:
@@ -357,7 +315,7 @@ def test_iresult_yields_in_jid_order_not_finishing_order(start: Callable, tmp_pa
     """iresult waits for the first job even when later ones finished first."""
     cloud = start()
     gate = tmp_path / "gate"
-    first = cloud.call(held, str(gate), "", "first")
+    first = cloud.call(held, str(gate), "first")
     rest = cloud.map(square, [2, 3])
     cloud.join(rest, timeout=WAIT)
     assert cloud.status(first) == "processing"
@@ -371,7 +329,7 @@ def test_iresult_yields_in_jid_order_not_finishing_order(start: Callable, tmp_pa
 def test_join_with_timeout_raises_cloud_timeout_error(start: Callable, tmp_path: Path) -> None:
     cloud = start()
     gate = tmp_path / "gate"
-    jid = cloud.call(held, str(gate), "", "late")
+    jid = cloud.call(held, str(gate), "late")
     with pytest.raises(CloudTimeoutError):
         cloud.join(jid, timeout=0.3)
     assert cloud.status(jid) == "processing", "a join that timed out does not touch the job"
@@ -389,7 +347,7 @@ def test_every_status_and_finished(start: Callable, tmp_path: Path) -> None:
     done = cloud.call(square, 3)
     assert cloud.result(done, timeout=WAIT) == 9
     gate, started, never = tmp_path / "gate", tmp_path / "started", tmp_path / "never-ran"
-    processing = cloud.call(held, str(gate), str(started), "held")
+    processing = cloud.call(held, str(gate), "held", started=str(started))
     wait_path(started, "the held job never started")
     killed = cloud.call(append, str(never), "ran")
     queued = cloud.call(square, 4)
@@ -445,7 +403,7 @@ def test_delete_then_lookup_raises(start: Callable) -> None:
 def test_depends_on_waits_then_runs_after(start: Callable, tmp_path: Path) -> None:
     cloud = start()
     gate, log = tmp_path / "gate", tmp_path / "log"
-    first = cloud.call(held, str(gate), "", "first", str(log))
+    first = cloud.call(held, str(gate), "first", str(log))
     second = cloud.call(append, str(log), "second", _depends_on=first)
     wait_status(cloud, second, "waiting")
     wait_status(cloud, first, "processing")
@@ -474,7 +432,7 @@ def test_priority_orders_the_queue(start: Callable, tmp_path: Path) -> None:
     """Under a cap of 1, queued jobs run best (lowest) _priority first, first come first within one."""
     cloud = start(max_concurrent_jobs=1)
     gate, started, log = tmp_path / "gate", tmp_path / "started", tmp_path / "log"
-    blocker = cloud.call(held, str(gate), str(started))
+    blocker = cloud.call(held, str(gate), started=str(started))
     wait_path(started, "the blocker never started")
     priorities = [5, 1, 9, 3, 1, 7]
     jids = [cloud.call(append, str(log), f"p{p}-{i}", _priority=p) for i, p in enumerate(priorities)]
@@ -514,7 +472,7 @@ def test_a_job_queued_in_dask_is_queued_and_once_killed_never_runs(start: Callab
     cloud = start()
     gate, log = tmp_path / "gate", tmp_path / "log"
     starts = [tmp_path / f"started-{i}" for i in range(N_WORKERS)]
-    busy = [cloud.call(held, str(gate), str(p)) for p in starts]
+    busy = [cloud.call(held, str(gate), started=str(p)) for p in starts]
     try:
         for p in starts:
             wait_path(p, "a job holding a worker")

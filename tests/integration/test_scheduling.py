@@ -20,49 +20,12 @@ import pytest
 
 import cloudsim
 from cloudsim import CloudException, CloudTimeoutError
+from gated_jobs import append, held, held_then_fail, pid_then_hold
 
 WAIT = 30.0  # seconds; only a hang reaches it
 
 
 # ------------------------------------------------------------------ job functions (shipped by reference)
-
-
-def held(gate: str, tag: Any = None, log: str = "", started: str = "") -> Any:
-    """Touch ``started`` (if given), wait until ``gate`` exists (60 s at most), append ``tag`` to ``log``."""
-    if started:
-        Path(started).touch()
-    deadline = time.monotonic() + 60
-    while not os.path.exists(gate):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gate {gate} never opened")
-        time.sleep(0.02)
-    if log:
-        with open(log, "a") as f:
-            f.write(f"{tag}\n")
-    return tag
-
-
-def held_then_fail(gate: str) -> None:
-    """Wait for ``gate``, then raise."""
-    held(gate)
-    raise ValueError("the dependency failed on purpose")
-
-
-def append(log: str, tag: Any) -> Any:
-    """Append ``tag`` to the file ``log`` (one line) and return it."""
-    with open(log, "a") as f:
-        f.write(f"{tag}\n")
-    return tag
-
-
-def pid_then_hold(pidfile: str, gate: str) -> int:
-    """Write this interpreter's pid to ``pidfile``, then wait for ``gate``."""
-    tmp = pidfile + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(str(os.getpid()))
-    os.replace(tmp, pidfile)
-    held(gate)
-    return os.getpid()
 
 
 def getpid() -> int:
