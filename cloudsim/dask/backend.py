@@ -157,6 +157,8 @@ class DaskBackend(JobTable):
         # many may be, beyond the free slots: Dask starts the next one the moment a worker's thread is free
         self._handed: Set[int] = set()
         self._ahead = 0
+        # a job handed out again (it found no free slot) gets a new Dask key: a key is never reused
+        self._handouts = itertools.count()
         self.thread: Optional[threading.Thread] = None
 
     # ------------------------------------------------------------------ life
@@ -253,7 +255,8 @@ class DaskBackend(JobTable):
         if shipment.version != self._shipped_version:
             from cloudsim.dask.task import ModulesPlugin
 
-            self.client.register_plugin(ModulesPlugin(self._store.adopt(self.session, snapshot.shipped_sources(self._store))), name=self._plugin)
+            files = self._store.adopt(self.session, snapshot.shipped_sources(self._store))
+            self.client.register_plugin(ModulesPlugin(files), name=self._plugin)
             self._shipped_version = shipment.version
         return shipment
 
@@ -277,7 +280,7 @@ class DaskBackend(JobTable):
             by_priority.setdefault(int(job.opts.get("priority", 5)), []).append(job)
         for priority, jobs in by_priority.items():  # one message to the scheduler per priority
             specs = [(job.jid, *job.spec, job.opts.get("worker")) for job in jobs]
-            keys = [_key(self.session, job.jid) for job in jobs]
+            keys = [f"cloudsim-{self.session}-{job.jid}-{next(self._handouts)}" for job in jobs]
             futures = self.client.map(run_job, [self.worker_settings] * len(jobs), specs, key=keys, pure=False,
                                       priority=-priority, workers=self._pool,
                                       allow_other_workers=self._pool is not None)
@@ -292,13 +295,18 @@ class DaskBackend(JobTable):
         else:
             super().answer_api(jid, method, data, reply)
 
-    def _start_job(self, jid: Optional[int]) -> bool:
-        """A worker is about to run job ``jid``: it starts now, unless it was killed while queued."""
+    def _start_job(self, jid: Optional[int]) -> Optional[bool]:
+        """A worker is about to run job ``jid``: True, it starts now; False, it was killed while queued;
+        None, not now: every slot is taken (the cluster gained threads), so it goes back to the queue.
+        """
         with self.lock:
             self._handed.discard(jid)  # type: ignore[arg-type]
             job = self.sched.jobs.get(jid) if jid is not None else None
             if self._closed or job is None or job.status != QUEUED or not job.assigned:
                 return False
+            if self.sched.free_slots <= 0:
+                self._ahead = 0  # from now on Dask gets no more jobs than there are free slots
+                return None
             self.sched.start(job)
             max_runtime = job.opts.get("max_runtime")
             if max_runtime:
@@ -308,9 +316,9 @@ class DaskBackend(JobTable):
     def _unassign(self, job: Job) -> None:
         """A job handed to Dask is killed before it started: Dask must not run it (lock held)."""
         self._handed.discard(job.jid)
-        self._keys.pop(_key(self.session, job.jid), None)
         future = self._futures.pop(job.jid, None)
         if future is not None:
+            self._keys.pop(future.key, None)
             self._events.put(("forget", [future]))
 
     def _on_done(self, future: Any) -> None:
@@ -385,6 +393,8 @@ class DaskBackend(JobTable):
                     continue
                 if not isinstance(value, tuple):
                     self._lost(job, future)
+                elif value[0] == _LATER and job.status == QUEUED:
+                    self.sched.requeue([job])
                 elif value[0] == _NOT_STARTED:  # its worker could not ask the client (a broken link)
                     job.exc_type = "WorkerDied"
                     for f in self.sched.finish(job, ERROR, "The job's Dask worker could not reach the client to "
@@ -441,9 +451,9 @@ class DaskBackend(JobTable):
         job.exc_type = "Killed"
         for f in self.sched.finish(job, "killed", message):
             self._completed(f)
-        self._keys.pop(_key(self.session, job.jid), None)
         future = self._futures.pop(job.jid, None)
         if future is not None:
+            self._keys.pop(future.key, None)
             self._events.put(("stop", [future]))
 
     def _stop(self, futures: List[Any]) -> None:
@@ -514,6 +524,7 @@ class DaskBackend(JobTable):
             "local_cluster": self.cluster is not None,
             "num_procs": self.cap,
             "dask_slots": self.slots,
+            "dask_queue_ahead": self._ahead,  # jobs beyond the free slots that may wait in Dask's queue
             "server_root": self.root,
             "session_dir": self.session_dir,
             "module_dir": self.module_dir,
@@ -528,11 +539,8 @@ class DaskBackend(JobTable):
 
 
 _NOT_STARTED = ("not-started",)  # cloudsim.dask.task.NOT_STARTED (that module needs distributed to import)
-_PICKLED = {answer: pickle.dumps(answer, pickle.HIGHEST_PROTOCOL) for answer in (True, False)}
-
-
-def _key(session: str, jid: int) -> str:
-    return f"cloudsim-{session}-{jid}"
+_LATER = ("later",)  # cloudsim.dask.task.LATER
+_PICKLED = {answer: pickle.dumps(answer, pickle.HIGHEST_PROTOCOL) for answer in (True, False, None)}
 
 
 def _slug(address: str) -> str:

@@ -45,6 +45,7 @@ from cloudsim.server import protocol
 
 HELLO = "hello"
 NOT_STARTED = ("not-started",)  # run_job's outcome for a job the client no longer wanted run
+LATER = ("later",)  # run_job's outcome for a job the client will hand out again (no free slot)
 MODULE_DIR_NAME = "cloudsim-modules"
 
 # session -> (runner, link) in this worker process
@@ -176,8 +177,9 @@ def run_job(settings: dict, spec: tuple) -> Tuple[tuple, Optional[str]]:
     timeout = socket.getdefaulttimeout()
     cwd = os.getcwd()
     runner, link = _session(settings)
-    if not _may_start(link, spec[0]):
-        return NOT_STARTED, None
+    answer = _may_start(link, spec[0])
+    if not answer:
+        return (NOT_STARTED if answer is False else LATER), None
     _context.install(link)
     try:
         with _scope.job_thread():
@@ -194,11 +196,13 @@ def run_job(settings: dict, spec: tuple) -> Tuple[tuple, Optional[str]]:
     return outcome, _pause_worker()
 
 
-def _may_start(link: ClientLink, jid: int) -> bool:
-    """Ask the client whether job ``jid`` starts now: it may have been killed while queued in Dask."""
+def _may_start(link: ClientLink, jid: int) -> Optional[bool]:
+    """Ask the client whether job ``jid`` starts now: True; False, it was killed while queued in Dask
+    (or the client is gone); None, not now (every slot of the cap is taken).
+    """
     link.jid = jid
     try:
-        return bool(link.request("start", None))
+        return link.request("start", None)
     except Exception:  # the client closed, or is gone: nothing may run on its account
         return False
     finally:

@@ -34,7 +34,10 @@ import psutil
 import pytest
 
 # the test extra installs distributed; in CI its absence is a failure, elsewhere these tests are skipped
-distributed = importlib.import_module("distributed") if os.environ.get("CI") else pytest.importorskip("distributed")
+if os.environ.get("CI"):
+    import distributed
+else:
+    distributed = pytest.importorskip("distributed")
 
 import cloudsim  # noqa: E402
 from cloudsim import CloudException, CloudTimeoutError  # noqa: E402
@@ -453,6 +456,38 @@ def test_max_concurrent_jobs_is_never_exceeded(start: Callable, tmp_path: Path) 
     assert len(spans) == 8
     most = max(sum(1 for s, e in spans if s <= start_ < e) for start_, _ in spans)
     assert most == 2, f"{most} jobs overlapped: {sorted(spans)}"
+
+
+def test_the_cap_holds_when_the_cluster_gains_a_worker(start: Callable, cluster: ExternalCluster,
+                                                       tmp_path: Path) -> None:
+    """Jobs wait in Dask's queue while the cluster's threads equal the cap. A worker that joins while every
+    slot is taken picks one of them up: it must not start (a fifth job at once); it goes back to cloudsim's
+    queue, and from then on Dask gets no more jobs than there are free slots."""
+    cloud = start()  # max_concurrent_jobs = N_WORKERS = the cluster's threads
+    assert cloud.connection_info()["dask_queue_ahead"] > 0
+    gate, log = tmp_path / "gate", tmp_path / "log"
+    starts = [tmp_path / f"started-{i}" for i in range(N_WORKERS)]
+    busy = [cloud.call(held, str(gate), i, str(log), started=str(p)) for i, p in enumerate(starts)]
+    extra = None
+    try:
+        for p in starts:
+            wait_path(p, "a job holding a slot")
+        queued = [cloud.call(append, str(log), f"queued-{i}") for i in range(N_WORKERS)]
+        extra = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", cluster.address,
+                                  "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: cloud.connection_info()["dask_queue_ahead"] == 0,
+                   "the joining worker to be refused a job (the cap is full)")
+        assert cloud.status(queued) == ["queued"] * N_WORKERS
+        assert not log.exists(), "a job ran while max_concurrent_jobs jobs were running"
+    finally:
+        gate.touch()
+        if extra is not None:
+            extra.terminate()
+            extra.wait(WAIT)
+    assert cloud.result(busy + queued, timeout=WAIT) == list(range(N_WORKERS)) + [f"queued-{i}" for i in range(N_WORKERS)]
+    wait_until(lambda: len(cluster.client.scheduler_info(n_workers=-1)["workers"]) == N_WORKERS,
+               "the extra worker to leave")
 
 
 def test_effective_cap_is_the_smaller_of_setting_and_worker_threads(start: Callable) -> None:
