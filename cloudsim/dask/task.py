@@ -176,16 +176,18 @@ def run_job(settings: dict, spec: tuple) -> Tuple[tuple, Optional[str]]:
     """
     timeout = socket.getdefaulttimeout()
     cwd = os.getcwd()
-    runner, link = _session(settings)
-    answer = _may_start(link, spec[0])
-    if not answer:
-        return (NOT_STARTED if answer is False else LATER), None
-    _context.install(link)
     try:
-        with _scope.job_thread():
-            outcome, retire = runner.run(spec, link)
+        runner, link = _session(settings)
+        answer = _may_start(link, spec[0])
+        if not answer:
+            return (NOT_STARTED if answer is False else LATER), None
+        _context.install(link)
+        try:
+            with _scope.job_thread():
+                outcome, retire = runner.run(spec, link)
+        finally:
+            _context.install(None)  # type: ignore[arg-type]
     finally:
-        _context.install(None)  # type: ignore[arg-type]
         socket.setdefaulttimeout(timeout)
         try:
             os.chdir(cwd)
