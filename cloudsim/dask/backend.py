@@ -156,6 +156,8 @@ class DaskBackend(JobTable):
         # jobs handed to Dask that have not started yet (they are queued in Dask's scheduler), and how
         # many may be, beyond the free slots: Dask starts the next one the moment a worker's thread is free
         self._handed: Set[int] = set()
+        # processing jobs whose worker has already asked to start its next job: they have returned
+        self._returned: Set[int] = set()
         self._ahead = 0
         # a job handed out again (it found no free slot) gets a new Dask key: a key is never reused
         self._handouts = itertools.count()
@@ -269,7 +271,7 @@ class DaskBackend(JobTable):
         """
         if self._closed:
             return
-        free = self.sched.free_slots + self._ahead - len(self._handed)
+        free = self._free_slots() + self._ahead - len(self._handed)
         if free <= 0 or not self.sched.has_ready():
             return
         from cloudsim.dask.task import run_job
@@ -289,22 +291,32 @@ class DaskBackend(JobTable):
                 self._futures[job.jid] = future
                 future.add_done_callback(self._on_done)
 
+    def _free_slots(self) -> int:
+        """Slots under the cap not held by a running job; a job that has returned on its worker holds none,
+        though its outcome may still be on the way (lock held)."""
+        return self.sched.free_slots + len(self._returned & self.sched.processing)
+
     def answer_api(self, jid: Optional[int], method: str, data: bytes, reply: Any) -> None:
         if method == "start":
-            reply(True, _PICKLED[self._start_job(jid)])
+            reply(True, _PICKLED[self._start_job(jid, pickle.loads(data))])
         else:
             super().answer_api(jid, method, data, reply)
 
-    def _start_job(self, jid: Optional[int]) -> Optional[bool]:
-        """A worker is about to run job ``jid``: True, it starts now; False, it was killed while queued;
-        None, not now: every slot is taken (the cluster gained threads), so it goes back to the queue.
+    def _start_job(self, jid: Optional[int], last: Optional[int]) -> Optional[bool]:
+        """A worker thread is about to run job ``jid``: True, it starts now; False, it was killed while
+        queued; None, not now: every slot is taken (the cluster gained threads), so it goes back to the queue.
+
+        ``last`` is the job that thread ran before: it has returned, so its
+        slot counts as free even while its outcome is still on the way here.
         """
         with self.lock:
             self._handed.discard(jid)  # type: ignore[arg-type]
             job = self.sched.jobs.get(jid) if jid is not None else None
             if self._closed or job is None or job.status != QUEUED or not job.assigned:
                 return False
-            if self.sched.free_slots <= 0:
+            if last is not None and last in self.sched.processing:
+                self._returned.add(last)
+            if self._free_slots() <= 0:
                 self._ahead = 0  # from now on Dask gets no more jobs than there are free slots
                 return None
             self.sched.start(job)
@@ -384,6 +396,7 @@ class DaskBackend(JobTable):
                     continue
                 self._futures.pop(jid, None)
                 self._handed.discard(jid)
+                self._returned.discard(jid)
                 job = self.sched.jobs.get(jid)
                 value = results.get(future.key)
                 if isinstance(value, tuple) and value[1]:
@@ -449,6 +462,7 @@ class DaskBackend(JobTable):
     # ----------------------------------------------------------------- kill
     def _kill_processing(self, job: Job, message: str) -> None:
         job.exc_type = "Killed"
+        self._returned.discard(job.jid)
         for f in self.sched.finish(job, "killed", message):
             self._completed(f)
         future = self._futures.pop(job.jid, None)

@@ -48,6 +48,8 @@ NOT_STARTED = ("not-started",)  # run_job's outcome for a job the client no long
 LATER = ("later",)  # run_job's outcome for a job the client will hand out again (no free slot)
 MODULE_DIR_NAME = "cloudsim-modules"
 
+# session -> the jid of the job this worker ran last (kept only on one-thread workers)
+_LAST_JOB: Dict[str, int] = {}
 # session -> (runner, link) in this worker process
 _SESSIONS: Dict[str, Tuple[Any, "ClientLink"]] = {}
 _INSTALLED = False
@@ -178,7 +180,7 @@ def run_job(settings: dict, spec: tuple) -> Tuple[tuple, Optional[str]]:
     cwd = os.getcwd()
     try:
         runner, link = _session(settings)
-        answer = _may_start(link, spec[0])
+        answer = _may_start(link, spec[0], settings["session"])
         if not answer:
             return (NOT_STARTED if answer is False else LATER), None
         _context.install(link)
@@ -187,6 +189,8 @@ def run_job(settings: dict, spec: tuple) -> Tuple[tuple, Optional[str]]:
                 outcome, retire = runner.run(spec, link)
         finally:
             _context.install(None)  # type: ignore[arg-type]
+            if _one_thread():
+                _LAST_JOB[settings["session"]] = spec[0]
     finally:
         socket.setdefaulttimeout(timeout)
         try:
@@ -198,17 +202,31 @@ def run_job(settings: dict, spec: tuple) -> Tuple[tuple, Optional[str]]:
     return outcome, _pause_worker()
 
 
-def _may_start(link: ClientLink, jid: int) -> Optional[bool]:
+def _may_start(link: ClientLink, jid: int, session: str) -> Optional[bool]:
     """Ask the client whether job ``jid`` starts now: True; False, it was killed while queued in Dask
     (or the client is gone); None, not now (every slot of the cap is taken).
+
+    On a one-thread worker the request names the job this worker ran last
+    for the same client: it has returned, so its slot is free even if its
+    outcome is still on the way to the client (Dask hands the worker the
+    next job at once).
     """
     link.jid = jid
     try:
-        return link.request("start", None)
+        return link.request("start", _LAST_JOB.get(session))
     except Exception:  # the client closed, or is gone: nothing may run on its account
         return False
     finally:
         link.jid = None
+
+
+def _one_thread() -> bool:
+    """True on a worker that runs one task at a time (then "the job it ran last" is exact)."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    nthreads = getattr(getattr(worker, "state", None), "nthreads", None) or getattr(worker, "nthreads", None)
+    return nthreads == 1
 
 
 def _pause_worker() -> Optional[str]:
