@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterator, List
+from typing import Callable, Iterator, List
 
 import psutil
 import pytest
@@ -32,6 +32,16 @@ def wait_no_children(timeout: float = 10.0, keep: tuple = ()) -> List[psutil.Pro
         time.sleep(0.05)
         left = [p for p in _children() if p.pid not in keep and p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     return left
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 60.0,
+               on_fail: Callable[[], str] = lambda: "") -> None:
+    """Poll ``check`` until it is true; fail naming ``what`` (and ``on_fail()``) after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}. {on_fail()}")
+        time.sleep(0.02)
 
 
 def describe(procs: List[psutil.Process]) -> str:

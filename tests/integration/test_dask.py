@@ -41,7 +41,7 @@ else:
 
 import cloudsim  # noqa: E402
 from cloudsim import CloudException, CloudTimeoutError  # noqa: E402
-from conftest import describe, wait_no_children  # noqa: E402
+from conftest import describe, wait_no_children, wait_until  # noqa: E402
 from gated_jobs import append, held, held_then_fail, pid_then_hold, write_pid  # noqa: E402
 
 WAIT = 60.0  # seconds; only a hang reaches it
@@ -158,16 +158,6 @@ def uses_cloud_module() -> tuple:
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = WAIT,
-               on_fail: Callable[[], str] = lambda: "") -> None:
-    """Poll ``check`` until it is true; fail naming ``what`` (and ``on_fail()``) after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}. {on_fail()}")
-        time.sleep(0.02)
 
 
 def wait_path(path: Path, what: str) -> None:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import psutil
 import pytest
 
 import cloudsim
 from cloudsim import CloudException, CloudTimeoutError
+from conftest import wait_until
 from gated_jobs import append, held, held_then_fail, pid_then_hold
 
 WAIT = 30.0  # seconds; only a hang reaches it
@@ -83,16 +84,6 @@ def parent_joins_with_timeout() -> tuple:
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = WAIT,
-               on_fail: Callable[[], str] = lambda: "") -> None:
-    """Poll ``check`` until it is true; fail naming ``what`` (and ``on_fail()``) after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}. {on_fail()}")
-        time.sleep(0.02)
 
 
 def count(statuses: Sequence[str]) -> Dict[str, int]:
