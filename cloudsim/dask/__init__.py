@@ -28,6 +28,11 @@ from cloudsim.errors import CloudException
 
 INSTALL_HINT = "pip install 'picloud-cloudsim[dask]'  (or: pip install distributed)"
 
+# What a job's Dask task returns in place of an outcome when the client did not let it start. Here, not
+# in task.py, because the client reads them without importing distributed's worker side.
+NOT_STARTED = ("not-started",)  # the client no longer wanted the job run (killed while queued, or gone)
+LATER = ("later",)  # every slot was taken: the client hands the job out again
+
 
 def require() -> Any:
     """Import ``distributed``, or explain how to install it."""

@@ -45,7 +45,7 @@ import uuid
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from cloudsim.backend import JobTable, job_settings
-from cloudsim.dask import require
+from cloudsim.dask import LATER, NOT_STARTED, require
 from cloudsim.errors import CloudException
 from cloudsim.server import protocol
 from cloudsim.server.scheduler import ERROR, PROCESSING, QUEUED, Job
@@ -153,12 +153,11 @@ class DaskBackend(JobTable):
         # with fewer slots than workers, jobs go to `cap` chosen workers, so the interpreters are as few and
         # as reused as on the simulator; None: any worker
         self._pool: Optional[List[str]] = None
-        # jobs handed to Dask that have not started yet (they are queued in Dask's scheduler), and how
-        # many may be, beyond the free slots: Dask starts the next one the moment a worker's thread is free
-        self._handed: Set[int] = set()
+        # how many jobs beyond the free slots may wait in Dask's queue: Dask starts the next one the
+        # moment a worker's thread is free
+        self._ahead = 0
         # processing jobs whose worker has already asked to start its next job: they have returned
         self._returned: Set[int] = set()
-        self._ahead = 0
         # a job handed out again (it found no free slot) gets a new Dask key: a key is never reused
         self._handouts = itertools.count()
         self.thread: Optional[threading.Thread] = None
@@ -271,14 +270,15 @@ class DaskBackend(JobTable):
         """
         if self._closed:
             return
-        free = self._free_slots() + self._ahead - len(self._handed)
+        # every job with a future has been handed to Dask: those not processing wait in Dask's queue
+        queued_in_dask = len(self._futures) - len(self.sched.processing)
+        free = self._free_slots() + self._ahead - queued_in_dask
         if free <= 0 or not self.sched.has_ready():
             return
         from cloudsim.dask.task import run_job
 
         by_priority: Dict[int, List[Job]] = {}
         for job in self.sched.take_ready(free):
-            self._handed.add(job.jid)
             by_priority.setdefault(int(job.opts.get("priority", 5)), []).append(job)
         for priority, jobs in by_priority.items():  # one message to the scheduler per priority
             specs = [(job.jid, *job.spec, job.opts.get("worker")) for job in jobs]
@@ -310,7 +310,6 @@ class DaskBackend(JobTable):
         slot counts as free even while its outcome is still on the way here.
         """
         with self.lock:
-            self._handed.discard(jid)  # type: ignore[arg-type]
             job = self.sched.jobs.get(jid) if jid is not None else None
             if self._closed or job is None or job.status != QUEUED or not job.assigned:
                 return False
@@ -327,7 +326,6 @@ class DaskBackend(JobTable):
 
     def _unassign(self, job: Job) -> None:
         """A job handed to Dask is killed before it started: Dask must not run it (lock held)."""
-        self._handed.discard(job.jid)
         future = self._futures.pop(job.jid, None)
         if future is not None:
             self._keys.pop(future.key, None)
@@ -395,7 +393,6 @@ class DaskBackend(JobTable):
                 if jid is None:
                     continue
                 self._futures.pop(jid, None)
-                self._handed.discard(jid)
                 self._returned.discard(jid)
                 job = self.sched.jobs.get(jid)
                 value = results.get(future.key)
@@ -406,9 +403,9 @@ class DaskBackend(JobTable):
                     continue
                 if not isinstance(value, tuple):
                     self._lost(job, future)
-                elif value[0] == _LATER and job.status == QUEUED:
+                elif value[0] == LATER and job.status == QUEUED:
                     self.sched.requeue([job])
-                elif value[0] == _NOT_STARTED:  # its worker could not ask the client (a broken link)
+                elif value[0] == NOT_STARTED:  # its worker could not ask the client (a broken link)
                     job.exc_type = "WorkerDied"
                     for f in self.sched.finish(job, ERROR, "The job's Dask worker could not reach the client to "
                                                            "start it; see the Dask cluster's log."):
@@ -552,8 +549,6 @@ class DaskBackend(JobTable):
         return self.cluster.pids() if self.cluster is not None else []
 
 
-_NOT_STARTED = ("not-started",)  # cloudsim.dask.task.NOT_STARTED (that module needs distributed to import)
-_LATER = ("later",)  # cloudsim.dask.task.LATER
 _PICKLED = {answer: pickle.dumps(answer, pickle.HIGHEST_PROTOCOL) for answer in (True, False, None)}
 
 

@@ -39,17 +39,17 @@ from typing import Any, Dict, Optional, Tuple
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from cloudsim.dask import LATER, NOT_STARTED
 from cloudsim.job import context as _context
 from cloudsim.job import scope as _scope
 from cloudsim.server import protocol
 
 HELLO = "hello"
-NOT_STARTED = ("not-started",)  # run_job's outcome for a job the client no longer wanted run
-LATER = ("later",)  # run_job's outcome for a job the client will hand out again (no free slot)
 MODULE_DIR_NAME = "cloudsim-modules"
 
 # session -> the jid of the job this worker ran last (kept only on one-thread workers)
 _LAST_JOB: Dict[str, int] = {}
+_ONE_THREAD: Optional[bool] = None  # this worker runs one task at a time (found on its first job)
 # session -> (runner, link) in this worker process
 _SESSIONS: Dict[str, Tuple[Any, "ClientLink"]] = {}
 _INSTALLED = False
@@ -222,11 +222,14 @@ def _may_start(link: ClientLink, jid: int, session: str) -> Optional[bool]:
 
 def _one_thread() -> bool:
     """True on a worker that runs one task at a time (then "the job it ran last" is exact)."""
-    from distributed import get_worker
+    global _ONE_THREAD
+    if _ONE_THREAD is None:
+        from distributed import get_worker
 
-    worker = get_worker()
-    nthreads = getattr(getattr(worker, "state", None), "nthreads", None) or getattr(worker, "nthreads", None)
-    return nthreads == 1
+        worker = get_worker()
+        nthreads = getattr(getattr(worker, "state", None), "nthreads", None) or getattr(worker, "nthreads", None)
+        _ONE_THREAD = nthreads == 1
+    return _ONE_THREAD
 
 
 def _pause_worker() -> Optional[str]:
